@@ -1,0 +1,386 @@
+"""The :class:`Manager` facade: settings, plugins, the chosen backends, ``status()``."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+from rubix_integration._plugins import Plugins
+from rubix_integration._settings import ENV_VARS, IPFS_MODES, Settings, mask_url, resolve_settings
+from rubix_integration._status import ComponentStatus, Status
+from rubix_integration.errors import (
+    ConfigError,
+    IPFSUnavailableError,
+    PluginError,
+    RubixError,
+    StoreError,
+    UnknownStoreError,
+)
+from rubix_integration.ipfs.base import AddResult, DirEntry, IPFSBackend, IPFSContext, IPFSDetection
+from rubix_integration.stores.base import Store
+
+log = logging.getLogger("rubix_integration")
+
+__all__ = ["IPFSChoice", "Manager", "connect", "status"]
+
+FALLBACK_BACKEND = "local"
+
+
+@dataclass(frozen=True)
+class IPFSChoice:
+    """The IPFS backend chosen for one repo path, the reason, and every candidate's detection."""
+
+    ipfs_path: Path | None
+    name: str
+    reason: str
+    candidates: Mapping[str, IPFSDetection]
+
+
+class Manager:
+    """One entry point to everything the package does.
+
+    Nothing heavy happens at construction: settings are resolved, plugins loaded and backends
+    detected on first use. Keyword arguments override environment variables and the config file
+    (see :func:`rubix_integration.resolve_settings` for the names). ``plugins`` are extra plugin
+    objects registered after the built-ins; ``load_plugins`` selects installed entry-point plugins
+    (``None`` all, ``()`` none) and overrides ``RUBIX_LOAD_PLUGINS``.
+
+    Use as a context manager, or call :meth:`close`, to release backends.
+    """
+
+    def __init__(
+        self,
+        *,
+        plugins: Iterable[object] = (),
+        env: Mapping[str, str] | None = None,
+        **settings: Any,
+    ) -> None:
+        self._extra_plugins = tuple(plugins)
+        self._env = env
+        self._settings_kwargs = settings
+        self._lock = threading.RLock()
+        self._ipfs: dict[Path | None, IPFSBackend] = {}
+        self._choices: dict[Path | None, IPFSChoice] = {}
+        self._store: Store | None = None
+        self._warned: set[str] = set()
+        self.warnings: list[str] = []
+
+    # --- configuration and plugins ---------------------------------------------------------------
+
+    @cached_property
+    def settings(self) -> Settings:
+        """The resolved, immutable settings."""
+        return resolve_settings(self._env, **self._settings_kwargs)
+
+    @cached_property
+    def plugins(self) -> Plugins:
+        """The plugin manager with built-in, installed and given plugins loaded."""
+        return Plugins(load_plugins=self.settings.load_plugins, extra=self._extra_plugins)
+
+    @property
+    def hook(self) -> Any:
+        """The pluggy hook relay (``manager.hook.<name>(...)``)."""
+        return self.plugins.hook
+
+    def notify(self, hook_name: str, **kwargs: Any) -> list[PluginError]:
+        """Fire an event hook; a failing plugin is logged with its name, never raised."""
+        return self.plugins.notify(hook_name, manager=self, **kwargs)
+
+    def _warn(self, message: str) -> None:
+        if message in self._warned:
+            return
+        self._warned.add(message)
+        self.warnings.append(message)
+        log.warning(message)
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
+
+    # --- IPFS ------------------------------------------------------------------------------------
+
+    def _context(self, ipfs_path: Path | None) -> IPFSContext:
+        return IPFSContext(settings=self.settings, ipfs_path=ipfs_path,
+                           timeout=self.settings.ipfs_timeout)
+
+    def _resolve_path(self, ipfs_path: Path | str | None) -> Path | None:
+        return Path(ipfs_path) if ipfs_path is not None else self.settings.ipfs_path
+
+    def choose_ipfs(self, ipfs_path: Path | str | None = None) -> IPFSChoice:
+        """Decide which IPFS backend serves ``ipfs_path`` (default: the configured repo), and why.
+
+        Honours ``RUBIX_INTEGRATION_ENABLED`` and ``RUBIX_IPFS``; in ``auto`` every registered
+        backend is detected and the ``choose_ipfs_backend`` hook picks one.
+        """
+        path = self._resolve_path(ipfs_path)
+        with self._lock:
+            if path in self._choices:
+                return self._choices[path]
+        choice = self._choose_ipfs(path)
+        with self._lock:
+            self._choices.setdefault(path, choice)
+            return self._choices[path]
+
+    def _choose_ipfs(self, path: Path | None) -> IPFSChoice:
+        s = self.settings
+        backends = self.plugins.ipfs_backends()
+        context = self._context(path)
+        mode_source = f"{ENV_VARS['ipfs_mode']}={s.ipfs_mode} ({s.sources.get('ipfs_mode')})"
+        if s.ipfs_mode != "auto" and s.ipfs_mode not in backends:
+            allowed = ("auto", *backends)
+            raise ConfigError(
+                f"{_setting_label(s, 'ipfs_mode')}: {s.ipfs_mode!r} is not one of "
+                f"{', '.join(allowed)}", name=_setting_label(s, "ipfs_mode"), value=s.ipfs_mode,
+                allowed=allowed, source=s.sources.get("ipfs_mode"))
+        if not s.ipfs_enabled:
+            name = FALLBACK_BACKEND if s.ipfs_mode in ("auto", FALLBACK_BACKEND) else s.ipfs_mode
+            if name != FALLBACK_BACKEND:
+                self._warn(f"{mode_source} is ignored: RUBIX_INTEGRATION_ENABLED=0 allows only "
+                           "the embedded fallback")
+                name = FALLBACK_BACKEND
+            candidates = {
+                n: (_detect(cls, context) if n == name else
+                    IPFSDetection(False, "not tried: RUBIX_INTEGRATION_ENABLED=0"))
+                for n, cls in backends.items()
+            }
+            return IPFSChoice(path, name, "RUBIX_INTEGRATION_ENABLED=0: embedded fallback only",
+                              candidates)
+        if s.ipfs_mode != "auto":
+            candidates = {
+                n: (_detect(cls, context) if n == s.ipfs_mode else
+                    IPFSDetection(False, f"not tried: {mode_source}"))
+                for n, cls in backends.items()
+            }
+            det = candidates[s.ipfs_mode]
+            reason = f"requested by {mode_source}"
+            if not det.available:
+                reason += f", but unavailable: {det.reason}"
+                self._warn(f"IPFS backend {s.ipfs_mode!r} {reason}")
+            return IPFSChoice(path, s.ipfs_mode, reason, candidates)
+
+        candidates = {n: _detect(cls, context) for n, cls in backends.items()}
+        picked = self.hook.choose_ipfs_backend(settings=s, ipfs_path=path, candidates=candidates)
+        if picked is None or picked not in backends:
+            picked = FALLBACK_BACKEND
+        det = candidates[picked]
+        reason = f"auto: {det.reason}" if det.available else f"auto (forced by a plugin): {det.reason}"
+        if picked == FALLBACK_BACKEND:
+            reason = "auto: no other backend can serve; " + det.reason
+            if s.enabled == "1":
+                self._warn("RUBIX_INTEGRATION_ENABLED=1 but no IPFS node can be reached for "
+                           f"{path}; using the embedded content store")
+        return IPFSChoice(path, picked, reason, candidates)
+
+    def ipfs(self, ipfs_path: Path | str | None = None) -> IPFSBackend:
+        """The IPFS backend serving ``ipfs_path`` (default: the configured repo), built once."""
+        path = self._resolve_path(ipfs_path)
+        with self._lock:
+            backend = self._ipfs.get(path)
+            if backend is not None:
+                return backend
+        choice = self.choose_ipfs(path)
+        cls = self.plugins.ipfs_backends()[choice.name]
+        backend = cls(self._context(path))
+        with self._lock:
+            existing = self._ipfs.setdefault(path, backend)
+        if existing is not backend:
+            backend.close()
+        return existing
+
+    def is_ipfs_available(self) -> bool:
+        """Whether a real IPFS node (anything but the embedded fallback) can serve."""
+        choice = self.choose_ipfs()
+        return any(d.available for n, d in choice.candidates.items() if n != FALLBACK_BACKEND)
+
+    # --- filesystem API (on the chosen backend) --------------------------------------------------
+
+    def add_file(self, path: Path | str, *, pin: bool = True) -> str:
+        """Add a file; return its CID (the one ``ipfs add`` gives)."""
+        return self.ipfs().add_file(Path(path), pin=pin)
+
+    def get_file(self, cid: str, dest: Path | str) -> Path:
+        """Write the file (or tree) ``cid`` to ``dest``."""
+        return self.ipfs().get(cid, Path(dest))
+
+    def add_directory(self, path: Path | str, *, recursive: bool = True,
+                      pin: bool = True) -> AddResult:
+        """Add a directory; return the root CID and every entry."""
+        return self.ipfs().add_directory(Path(path), recursive=recursive, pin=pin)
+
+    def list_directory(self, cid: str) -> list[DirEntry]:
+        """List a directory's entries."""
+        return self.ipfs().ls(cid)
+
+    def cat(self, cid: str, *, max_size: int | None = None) -> bytes:
+        """Return a file's content."""
+        return self.ipfs().cat(cid, max_size=max_size)
+
+    # --- store -----------------------------------------------------------------------------------
+
+    def store_class(self) -> type[Store]:
+        """The store class that handles the configured URL (no connection is made)."""
+        url = self.settings.store_url
+        scheme = _scheme(url)
+        stores = self.plugins.stores()
+        candidates = [cls for cls in stores.values() if scheme in cls.schemes]
+        if not candidates:
+            known = sorted({sch for cls in stores.values() for sch in cls.schemes})
+            raise UnknownStoreError(
+                f"{_setting_label(self.settings, 'store_url')}: no store handles URL scheme "
+                f"{scheme!r} in {mask_url(url)!r}; known schemes: {', '.join(known)}",
+                url=mask_url(url))
+        picked = self.hook.choose_store(url=url, candidates=candidates)
+        return picked if picked is not None else candidates[0]
+
+    @property
+    def store(self) -> Store:
+        """The store, opened and with its schema created on first use."""
+        with self._lock:
+            if self._store is None:
+                cls = self.store_class()
+                store = cls(self.settings.store_url, settings=self.settings)
+                try:
+                    store.create_schema()
+                except BaseException:
+                    store.close()
+                    raise
+                self._store = store
+            return self._store
+
+    def analytics(self) -> Any:
+        """A DuckDB :class:`~rubix_integration.stores.Analytics` over the store's data."""
+        from rubix_integration.stores.analytics import Analytics
+
+        return Analytics(self.store)
+
+    # --- status ----------------------------------------------------------------------------------
+
+    def status(self) -> Status:
+        """Report what was detected and chosen, with the reason for each; never opens a write."""
+        from rubix_integration import __version__
+
+        s = self.settings
+        choice = self.choose_ipfs()
+        ipfs = tuple(
+            ComponentStatus("ipfs", name, name == choice.name, det.available,
+                            choice.reason if name == choice.name else det.reason,
+                            self.plugins.owner("ipfs", name))
+            for name, det in choice.candidates.items()
+        )
+        return Status(
+            version=__version__,
+            enabled=s.enabled,
+            ipfs_path=str(choice.ipfs_path) if choice.ipfs_path else None,
+            ipfs=ipfs,
+            stores=self._store_status(),
+            analytics=self._analytics_status(),
+            plugins=tuple(self.plugins.infos()),
+            data_dir=str(s.data_dir),
+            config_dir=str(s.config_dir),
+            config_file=str(s.config_file) if s.config_file else None,
+            settings=s.as_dict(),
+            sources=dict(s.sources),
+            warnings=tuple(self.warnings) + tuple(
+                f"plugin {p.name!r}: {p.error}" for p in self.plugins.failures()),
+        )
+
+    def _store_status(self) -> tuple[ComponentStatus, ...]:
+        s = self.settings
+        url = s.store_url
+        label = f"{_setting_label(s, 'store_url')} ({s.sources.get('store_url')})"
+        try:
+            chosen_cls: type[Store] | None = self.store_class()
+            problem = ""
+        except StoreError as exc:
+            chosen_cls, problem = None, str(exc)
+        out: list[ComponentStatus] = []
+        for name, cls in self.plugins.stores().items():
+            owner = self.plugins.owner("store", name)
+            if cls is chosen_cls:
+                try:
+                    info = self.store.describe()
+                    available = bool(info.get("reachable", True))
+                    detail = ", ".join(f"{k}={v}" for k, v in info.items()
+                                       if k not in ("backend", "reachable") and v is not None)
+                    reason = f"{label} -> {mask_url(url)}; {detail}"
+                except RubixError as exc:
+                    available, reason = False, f"{label} -> unusable: {exc}"
+                out.append(ComponentStatus("store", name, True, available, reason, owner))
+            else:
+                hint = f"schemes {', '.join(cls.schemes)}; not configured"
+                out.append(ComponentStatus("store", name, False, False, hint, owner))
+        if chosen_cls is None:
+            out.append(ComponentStatus("store", _scheme(url) or "?", True, False, problem, ""))
+        return tuple(out)
+
+    def _analytics_status(self) -> ComponentStatus:
+        try:
+            import duckdb
+
+            version = str(duckdb.__version__)
+        except ImportError as exc:
+            return ComponentStatus("analytics", "duckdb", False, False,
+                                   f"not installed ({exc}); pip install duckdb")
+        return ComponentStatus("analytics", "duckdb", True, True,
+                               f"duckdb {version}; reads the store through its scanner "
+                               "extensions (offline) or a copied snapshot")
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close every backend and the store. The Manager can be used again afterwards."""
+        with self._lock:
+            backends, self._ipfs = list(self._ipfs.values()), {}
+            store, self._store = self._store, None
+        for backend in backends:
+            backend.close()
+        if store is not None:
+            store.close()
+
+    def __enter__(self) -> Manager:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Manager store={mask_url(self.settings.store_url)!r}>"
+
+
+def _detect(cls: type[IPFSBackend], context: IPFSContext) -> IPFSDetection:
+    try:
+        return cls.detect(context)
+    except IPFSUnavailableError as exc:
+        return IPFSDetection(False, str(exc))
+    except Exception as exc:  # a plugin's detect must not break detection of the others
+        return IPFSDetection(False, f"detection failed: {type(exc).__name__}: {exc}")
+
+
+def _scheme(url: str) -> str:
+    return url.split(":", 1)[0].split("+", 1)[0].lower()
+
+
+def _setting_label(settings: Settings, name: str) -> str:
+    return ENV_VARS[name] if settings.sources.get(name) == "environment" else name
+
+
+def connect(**kwargs: Any) -> Manager:
+    """Build a :class:`Manager` (nothing is opened until used)."""
+    return Manager(**kwargs)
+
+
+def status(**kwargs: Any) -> Status:
+    """One-line status: ``rubix_integration.status()``."""
+    with Manager(**kwargs) as manager:
+        return manager.status()
+
+

@@ -1,0 +1,228 @@
+"""The ``rubix-integration`` command line: thin over :class:`rubix_integration.Manager`.
+
+Each command builds a Manager from its options, calls one method and renders the result. Expected
+failures (every :class:`~rubix_integration.errors.RubixError`) become one line on stderr and exit
+status 1, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from rubix_integration import __version__
+from rubix_integration._settings import IPFS_MODES
+from rubix_integration.errors import RubixError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Group(click.Group):
+    """A group that turns library errors into one clear line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except RubixError as exc:
+            raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
+
+
+def store_option(func: F) -> F:
+    """``--store URL``: the store to use (overrides RUBIX_STORE_URL)."""
+    return click.option(
+        "--store", "store_url", metavar="URL", default=None,
+        help="Store URL, e.g. sqlite:///path.db or postgresql+psycopg://user@host/db "
+             "(default: RUBIX_STORE_URL, else a SQLite file in the data dir).",
+    )(func)
+
+
+def ipfs_option(func: F) -> F:
+    """``--ipfs MODE``: the IPFS access mode (overrides RUBIX_IPFS)."""
+    return click.option(
+        "--ipfs", "ipfs_mode", metavar="MODE", default=None,
+        help=f"IPFS access mode: {', '.join(IPFS_MODES)} or a plugin's backend name "
+             "(default: RUBIX_IPFS, else auto).",
+    )(func)
+
+
+def json_option(func: F) -> F:
+    """``--json``: print data as JSON instead of tables."""
+    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")(
+        func
+    )
+
+
+def _manager(**settings: Any) -> Any:
+    from rubix_integration._manager import Manager
+
+    return Manager(**{k: v for k, v in settings.items() if v is not None})
+
+
+def _print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rubix-integration")
+def cli() -> None:
+    """Gather what many Rubix nodes hold, resolve token content through IPFS, and keep it in
+    one store that can be queried, audited and shared.
+
+    Configuration: command options > RUBIX_* environment variables > config.toml in the config
+    dir > defaults. Run `rubix-integration status` to see what was detected and why.
+    """
+
+
+@cli.command()
+@store_option
+@ipfs_option
+@json_option
+@click.option("--ipfs-path", type=click.Path(path_type=Path), default=None,
+              help="IPFS repo to check (default: RUBIX_IPFS_PATH, IPFS_PATH, else ~/.ipfs).")
+def status(store_url: str | None, ipfs_mode: str | None, as_json: bool,
+           ipfs_path: Path | None) -> None:
+    """Show the detected IPFS access modes and stores, what was chosen and why."""
+    with _manager(store_url=store_url, ipfs_mode=ipfs_mode, ipfs_path=ipfs_path) as manager:
+        report = manager.status()
+    if as_json:
+        _print_json(report.as_dict())
+        return
+    _render_status(report)
+
+
+def _render_status(report: Any) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"[bold]rubix_integration {report.version}[/bold]  "
+                  f"integration enabled: {report.enabled} "
+                  f"({report.sources.get('enabled', 'default')})")
+    for title, items in (("IPFS access (repo: " + str(report.ipfs_path) + ")", report.ipfs),
+                         ("Stores", report.stores), ("Analytics", (report.analytics,))):
+        table = Table(title=title, title_justify="left", expand=False)
+        table.add_column("")
+        table.add_column("name")
+        table.add_column("plugin")
+        table.add_column("reason", overflow="fold")
+        for c in items:
+            mark = "[green]chosen[/]" if c.chosen else ("available" if c.available else "[dim]no[/]")
+            table.add_row(mark, c.name, c.plugin, c.reason)
+        console.print(table)
+    console.print(f"plugins: {', '.join(p.name for p in report.plugins if not p.error)}")
+    console.print(f"data dir: {report.data_dir}")
+    console.print(f"config dir: {report.config_dir} (file: {report.config_file or 'none'})")
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+
+
+@cli.command()
+@json_option
+def plugins(as_json: bool) -> None:
+    """List the loaded plugins: name, version, where they come from, the hooks they implement."""
+    manager = _manager()
+    infos = manager.plugins.infos()
+    if as_json:
+        _print_json([i.as_dict() for i in infos])
+        return
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Plugins", title_justify="left")
+    for col in ("name", "version", "source", "from", "hooks"):
+        table.add_column(col, overflow="fold")
+    for info in infos:
+        hooks = f"[red]FAILED: {info.error}[/]" if info.error else ", ".join(info.hooks)
+        table.add_row(info.name, info.version or "", info.source, info.origin, hooks)
+    Console().print(table)
+
+
+@cli.group(cls=_Group)
+def ipfs() -> None:
+    """Add and read content through the chosen IPFS backend."""
+
+
+@ipfs.command("add")
+@ipfs_option
+@click.argument("path", type=click.Path(exists=True, path_type=Path))
+@click.option("--no-pin", is_flag=True, help="Do not pin what is added.")
+@json_option
+def ipfs_add(ipfs_mode: str | None, path: Path, no_pin: bool, as_json: bool) -> None:
+    """Add a file or a directory (recursively); print the CIDs."""
+    with _manager(ipfs_mode=ipfs_mode) as manager:
+        if path.is_dir():
+            result = manager.add_directory(path, pin=not no_pin)
+            entries = [{"path": e.path, "cid": e.cid, "size": e.size, "dir": e.is_dir}
+                       for e in result.entries]
+            if as_json:
+                _print_json({"cid": result.cid, "entries": entries})
+            else:
+                for e in entries:
+                    click.echo(f"added {e['cid']} {path.name}{'/' + e['path'] if e['path'] else ''}")
+        else:
+            cid = manager.add_file(path, pin=not no_pin)
+            if as_json:
+                _print_json({"cid": cid})
+            else:
+                click.echo(f"added {cid} {path.name}")
+
+
+@ipfs.command("cat")
+@ipfs_option
+@click.argument("cid")
+def ipfs_cat(ipfs_mode: str | None, cid: str) -> None:
+    """Write a file's content to stdout."""
+    with _manager(ipfs_mode=ipfs_mode) as manager:
+        data = manager.cat(cid)
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
+
+
+@ipfs.command("ls")
+@ipfs_option
+@click.argument("cid")
+@json_option
+def ipfs_ls(ipfs_mode: str | None, cid: str, as_json: bool) -> None:
+    """List a directory."""
+    with _manager(ipfs_mode=ipfs_mode) as manager:
+        entries = manager.list_directory(cid)
+    if as_json:
+        _print_json([{"name": e.name, "cid": e.cid, "size": e.size, "type": e.type}
+                     for e in entries])
+        return
+    for e in entries:
+        click.echo(f"{e.cid} {e.size:>10} {e.name}{'/' if e.type == 'directory' else ''}")
+
+
+@ipfs.command("get")
+@ipfs_option
+@click.argument("cid")
+@click.argument("dest", type=click.Path(path_type=Path))
+def ipfs_get(ipfs_mode: str | None, cid: str, dest: Path) -> None:
+    """Write a file or a directory tree to DEST."""
+    with _manager(ipfs_mode=ipfs_mode) as manager:
+        out = manager.get_file(cid, dest)
+    click.echo(f"saved {cid} to {out}")
+
+
+def _add_plugin_commands() -> None:
+    try:
+        manager = _manager()
+        manager.hook.register_commands(cli=cli)
+    except RubixError as exc:
+        click.echo(f"warning: plugin commands not loaded: {exc}", err=True)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point."""
+    _add_plugin_commands()
+    cli.main(args=list(argv) if argv is not None else None, prog_name="rubix-integration")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,185 @@
+"""Every error the package raises on purpose.
+
+All of them derive from :class:`RubixError` and carry the context that explains them (the
+environment variable, the plugin, the backend, the CID, the path). Errors of third-party libraries
+are translated at the backend boundary and chained with ``raise ... from exc``.
+
+::
+
+    RubixError
+    ├── ConfigError                  a bad setting: names the variable/key and the allowed values
+    ├── PluginError                  a plugin failed to import, register or run: names the plugin
+    │   └── DuplicateBackendError    two plugins registered one backend name
+    ├── StoreError                   names the store URL (password masked)
+    │   ├── UnknownStoreError        no store plugin handles the URL scheme
+    │   ├── StoreUnavailableError    the store cannot be reached or created
+    │   └── StoreMissingDependency   the driver for the store is not installed
+    └── IPFSError                    names the backend and the CID
+        ├── InvalidCIDError          malformed CID text, or a codec/hash this package cannot read
+        ├── ContentNotFoundError     no backend has the block
+        ├── IPFSTimeoutError         the call did not finish within its timeout
+        ├── IPFSUnavailableError     the backend cannot serve at all (daemon down, repo unreadable)
+        ├── CorruptBlockError        block bytes do not match their hash, or do not decode
+        ├── NotAFileError            a directory (or other non-file) where file content was asked
+        ├── ContentTooLargeError     content exceeds the caller's size limit
+        └── UnsupportedOperationError the backend cannot do this (e.g. pin on a read-only repo)
+
+Each IPFS error has a short ``kind`` (``"not_found"``, ``"timeout"``, ...) used when an error is
+stored as data (for example a token's ``ipfs_error`` column).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import ClassVar
+
+__all__ = [
+    "ConfigError",
+    "ContentNotFoundError",
+    "ContentTooLargeError",
+    "CorruptBlockError",
+    "DuplicateBackendError",
+    "IPFSError",
+    "IPFSTimeoutError",
+    "IPFSUnavailableError",
+    "InvalidCIDError",
+    "NotAFileError",
+    "PluginError",
+    "RubixError",
+    "StoreError",
+    "StoreMissingDependency",
+    "StoreUnavailableError",
+    "UnknownStoreError",
+    "UnsupportedOperationError",
+]
+
+
+class RubixError(Exception):
+    """Base of every error raised on purpose by rubix_integration."""
+
+
+class ConfigError(RubixError, ValueError):
+    """A setting has a value that cannot be used.
+
+    ``source`` says where it came from: ``"environment"``, ``"keyword"``, ``"config file"``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        name: str | None = None,
+        value: object = None,
+        allowed: Iterable[str] | None = None,
+        source: str | None = None,
+    ) -> None:
+        self.name = name
+        self.value = value
+        self.allowed = tuple(allowed) if allowed is not None else None
+        self.source = source
+        super().__init__(message)
+
+
+class PluginError(RubixError):
+    """A plugin failed to import, register or run. ``plugin`` is its name."""
+
+    def __init__(self, message: str, *, plugin: str | None = None) -> None:
+        self.plugin = plugin
+        super().__init__(message)
+
+
+class DuplicateBackendError(PluginError):
+    """Two plugins registered a backend under the same name for the same role."""
+
+    def __init__(self, message: str, *, plugin: str | None = None, name: str, role: str) -> None:
+        self.name = name
+        self.role = role
+        super().__init__(message, plugin=plugin)
+
+
+class StoreError(RubixError):
+    """A store could not be opened or used. ``url`` has its password masked."""
+
+    def __init__(self, message: str, *, url: str | None = None, backend: str | None = None) -> None:
+        self.url = url
+        self.backend = backend
+        super().__init__(message)
+
+
+class UnknownStoreError(StoreError):
+    """No registered store handles the URL's scheme."""
+
+
+class StoreUnavailableError(StoreError):
+    """The store exists in principle but cannot be reached, created or written."""
+
+
+class StoreMissingDependency(StoreError, ImportError):
+    """The driver a store needs is not installed; the message says what to install."""
+
+
+class IPFSError(RubixError):
+    """Base of the IPFS access errors. Every backend raises the same classes."""
+
+    kind: ClassVar[str] = "ipfs_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        cid: str | None = None,
+        backend: str | None = None,
+        path: str | None = None,
+    ) -> None:
+        self.cid = cid
+        self.backend = backend
+        self.path = path
+        super().__init__(message)
+
+
+class InvalidCIDError(IPFSError, ValueError):
+    """The text is not a CID, or names a codec or hash function this package cannot read."""
+
+    kind = "invalid_cid"
+
+
+class ContentNotFoundError(IPFSError, LookupError):
+    """The backend does not have the block (or one of the blocks) of the content."""
+
+    kind = "not_found"
+
+
+class IPFSTimeoutError(IPFSError, TimeoutError):
+    """The call did not finish in time."""
+
+    kind = "timeout"
+
+
+class IPFSUnavailableError(IPFSError):
+    """The backend cannot serve at all: daemon down, binary missing, repo unreadable."""
+
+    kind = "unavailable"
+
+
+class CorruptBlockError(IPFSError):
+    """A block's bytes do not match its hash, or do not decode as their codec says."""
+
+    kind = "corrupt"
+
+
+class NotAFileError(IPFSError):
+    """The CID names a directory (or other non-file node) where file content was asked."""
+
+    kind = "not_a_file"
+
+
+class ContentTooLargeError(IPFSError):
+    """The content is larger than the limit the caller set."""
+
+    kind = "too_large"
+
+
+class UnsupportedOperationError(IPFSError):
+    """The backend cannot perform this operation (for example, writing to a read-only repo)."""
+
+    kind = "unsupported"

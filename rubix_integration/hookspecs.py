@@ -1,0 +1,141 @@
+"""Every hook a plugin can implement.
+
+A plugin is a module (or object) with functions decorated by :data:`hookimpl`, named after the
+specs below. Installed packages expose plugins through the entry-point group
+``rubix_integration``; the built-in backends use the very same hooks (see
+``rubix_integration._plugins.DEFAULT_PLUGINS``). Each hook is documented for plugin authors in
+CONTRIBUTING.md, section "Hook reference".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from rubix_integration._manager import Manager
+    from rubix_integration._settings import Settings
+    from rubix_integration.ipfs.base import IPFSBackend, IPFSDetection
+    from rubix_integration.stores.base import Store
+
+PROJECT_NAME = "rubix_integration"
+
+hookspec = pluggy.HookspecMarker(PROJECT_NAME)
+hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
+
+__all__ = ["hookimpl", "hookspec"]
+
+
+# --- registering backends ------------------------------------------------------------------------
+
+
+@hookspec
+def register_ipfs_backends() -> Sequence[type[IPFSBackend]]:
+    """Return IPFS backend classes this plugin provides.
+
+    Called once when the plugin manager is built. Each class subclasses
+    :class:`rubix_integration.ipfs.IPFSBackend` and has a ``name`` unique across all plugins; a
+    duplicate name stops start-up with :class:`~rubix_integration.errors.DuplicateBackendError`.
+    """
+
+
+@hookspec
+def register_stores() -> Sequence[type[Store]]:
+    """Return store classes this plugin provides.
+
+    Called once when the plugin manager is built. Each class subclasses
+    :class:`rubix_integration.stores.Store`, has a unique ``name`` and lists the URL ``schemes`` it
+    opens (``"postgresql"`` matches ``postgresql+psycopg://`` too).
+    """
+
+
+# --- choosing among candidates -------------------------------------------------------------------
+
+
+@hookspec(firstresult=True)
+def choose_ipfs_backend(
+    settings: Settings,
+    ipfs_path: Path | None,
+    candidates: Mapping[str, IPFSDetection],
+) -> str | None:
+    """Pick the IPFS backend for one repo path, or return ``None`` to leave the choice to others.
+
+    Called by auto-detection (``RUBIX_IPFS=auto``) for each IPFS repo path it serves (the Manager's
+    default and each Rubix node's ``.ipfs``). ``candidates`` maps every registered backend name to
+    its detection result, in order of preference. The first non-``None`` answer wins; the built-in
+    rule takes the most preferred available backend. Returning a name whose detection says
+    unavailable is allowed (the plugin knows better) and is reported in ``status()``.
+    """
+
+
+@hookspec(firstresult=True)
+def choose_store(url: str, candidates: Sequence[type[Store]]) -> type[Store] | None:
+    """Pick the store class for ``url`` among ``candidates`` (those whose scheme matches).
+
+    Return ``None`` to leave the choice to others; the built-in rule takes the first candidate.
+    """
+
+
+# --- the command line ----------------------------------------------------------------------------
+
+
+@hookspec
+def register_commands(cli: click.Group) -> None:
+    """Add commands to the ``rubix-integration`` command line.
+
+    Called once when the CLI starts, with the top-level :class:`click.Group`; add commands with
+    ``cli.command()`` or ``cli.add_command()``. Errors raised by a command that are
+    :class:`~rubix_integration.errors.RubixError` become a one-line message and exit status 1.
+    """
+
+
+# --- events --------------------------------------------------------------------------------------
+
+
+@hookspec
+def token_synced(manager: Manager, record: Mapping[str, Any]) -> None:
+    """Announce one token row written to the store by a sync.
+
+    ``record`` holds the row's columns (``token_id``, ``node_name``, ``ipfs_fetched``, ...).
+    Called from the sync's writer thread after the row's batch is committed; keep it fast. An
+    exception is reported with the plugin's name and does not stop the sync.
+    """
+
+
+@hookspec
+def database_processed(manager: Manager, result: Mapping[str, Any]) -> None:
+    """Announce that one node database was synced (or failed).
+
+    ``result`` holds ``db_path``, ``node_name``, ``status`` (``"processed"``, ``"skipped"`` or
+    ``"failed"``), ``record_count``, ``ipfs_success_count``, ``ipfs_fail_count`` and ``error``.
+    An exception is reported with the plugin's name and does not stop the sync.
+    """
+
+
+@hookspec
+def provenance_recorded(manager: Manager, record: Mapping[str, Any]) -> None:
+    """Announce a provenance record appended to the log.
+
+    ``record`` holds ``cid``, ``prev`` (the previous record's CID or ``None``), ``type``,
+    ``timestamp`` and ``data``. Use it to forward records elsewhere. An exception is reported with
+    the plugin's name and does not undo the record.
+    """
+
+
+@hookspec
+def task_state_changed(
+    manager: Manager,
+    task: Mapping[str, Any],
+    old_state: str | None,
+    new_state: str,
+) -> None:
+    """Announce a workflow task's state change (``None`` -> ``"pending"`` on submit, ...).
+
+    ``task`` holds the task's fields after the change. An exception is reported with the plugin's
+    name and does not undo the change.
+    """

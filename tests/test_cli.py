@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(sys.executable).parent / "rubix-integration"
+
+
+def run(*args: str, env: dict[str, str] | None = None, check: bool = True
+        ) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, timeout=120,
+                          env=full_env, check=check)
+
+
+def test_help_on_every_command() -> None:
+    top = run("--help").stdout
+    for command in ("status", "plugins", "ipfs"):
+        assert command in top
+        assert "Usage:" in run(command, "--help").stdout
+    for sub in ("add", "cat", "ls", "get"):
+        assert "Usage:" in run("ipfs", sub, "--help").stdout
+
+
+def test_status_json(tmp_path: Path) -> None:
+    out = run("status", "--json", env={"RUBIX_INTEGRATION_ENABLED": "0",
+                                       "RUBIX_DATA_DIR": str(tmp_path)})
+    data = json.loads(out.stdout)
+    assert data["ipfs_mode"] == "local"
+    assert data["settings"]["data_dir"] == str(tmp_path)
+    assert data["sources"]["enabled"] == "environment"
+
+
+def test_status_table(tmp_path: Path) -> None:
+    out = run("status", env={"RUBIX_INTEGRATION_ENABLED": "0", "RUBIX_DATA_DIR": str(tmp_path)})
+    assert "chosen" in out.stdout and "local" in out.stdout and "sqlite" in out.stdout
+
+
+def test_bad_setting_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    out = run("status", env={"RUBIX_INTEGRATION_ENABLED": "maybe"}, check=False)
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    lines = [line for line in out.stderr.splitlines() if line.startswith("Error")]
+    assert len(lines) == 1 and "RUBIX_INTEGRATION_ENABLED" in lines[0]
+
+
+def test_unknown_store_scheme_is_one_line(tmp_path: Path) -> None:
+    out = run("status", "--store", "mongodb://x/y", "--json",
+              env={"RUBIX_DATA_DIR": str(tmp_path)}, check=False)
+    assert out.returncode == 0
+    assert "mongodb" in json.loads(out.stdout)["stores"][-1]["reason"]
+
+
+def test_plugins_json_lists_builtins() -> None:
+    data = json.loads(run("plugins", "--json", env={"RUBIX_LOAD_PLUGINS": ""}).stdout)
+    names = {p["name"] for p in data}
+    assert "rubix_integration.ipfs.http" in names
+    assert all(p["source"] == "built-in" for p in data)
+
+
+def test_example_plugin_listed_and_its_command_works(tmp_path: Path) -> None:
+    pytest.importorskip("rubix_integration_cidfolder",
+                        reason="pip install -e examples/rubix-integration-example-plugin")
+    env = {"RUBIX_LOAD_PLUGINS": "cidfolder"}
+    data = json.loads(run("plugins", "--json", env=env).stdout)
+    example = next(p for p in data if p["name"] == "cidfolder")
+    assert example["source"] == "entry point" and example["version"] == "0.1.0"
+    (tmp_path / "cid-cache").mkdir()
+    (tmp_path / "cid-cache" / "QmX").write_bytes(b"abc")
+    out = run("cidfolder-ls", str(tmp_path), env=env)
+    assert out.stdout.strip() == "QmX 3"
+
+
+def test_ipfs_add_cat_roundtrip_on_embedded_store(tmp_path: Path) -> None:
+    env = {"RUBIX_INTEGRATION_ENABLED": "0", "RUBIX_DATA_DIR": str(tmp_path / "data")}
+    src = tmp_path / "token.txt"
+    src.write_bytes(b"TRI 0 bafybmibeud2c4ucgew6m5tttj7zneosplm4eiklwg4migdimdwmezkzi6u")
+    added = json.loads(run("ipfs", "add", str(src), "--json", env=env).stdout)
+    assert added["cid"] == "QmeVzkYngV4otTyEdDHNCK4bZS8PJzwRDToWgECTkmL3Rf"
+    assert run("ipfs", "cat", added["cid"], env=env).stdout.encode() == src.read_bytes()
+    missing = run("ipfs", "cat", "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQX", env=env,
+                  check=False)
+    assert missing.returncode == 1 and "Traceback" not in missing.stderr

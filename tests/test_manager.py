@@ -1,0 +1,171 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+import rubix_integration
+from rubix_integration import (
+    ConfigError,
+    IPFSDetection,
+    Manager,
+    StoreUnavailableError,
+    UnknownStoreError,
+    hookimpl,
+)
+
+
+def test_import_is_light() -> None:
+    code = ("import sys, rubix_integration; "
+            "print(sorted(m for m in ('sqlalchemy', 'sqlmodel', 'duckdb', 'ipfshttpclient', "
+            "'psycopg', 'rich') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_construction_does_no_work(tmp_path: Path) -> None:
+    manager = Manager(data_dir=tmp_path / "never", ipfs_mode="no such mode!")
+    assert not (tmp_path / "never").exists()
+    with pytest.raises(ConfigError):
+        _ = manager.settings
+
+
+def test_disabled_integration_uses_only_the_embedded_store(tmp_path: Path) -> None:
+    with Manager(enabled="0", data_dir=tmp_path, ipfs_path=tmp_path / "none") as manager:
+        report = manager.status()
+    assert report.ipfs_mode == "local"
+    chosen = next(c for c in report.ipfs if c.chosen)
+    assert "RUBIX_INTEGRATION_ENABLED=0" in chosen.reason
+    others = [c for c in report.ipfs if not c.chosen]
+    assert others and all("not tried" in c.reason for c in others)
+    assert report.ipfs_available is False
+
+
+def test_auto_with_nothing_around_falls_back_and_says_why(tmp_path: Path) -> None:
+    with Manager(data_dir=tmp_path, ipfs_path=tmp_path / "no-repo", ipfs_bin=str(tmp_path / "nobin"),
+                 load_plugins=()) as manager:
+        report = manager.status()
+        assert manager.is_ipfs_available() is False
+    assert report.ipfs_mode == "local"
+    reasons = {c.name: c.reason for c in report.ipfs}
+    assert "no other backend can serve" in reasons["local"]
+    for name in ("repo", "http", "cli"):
+        assert reasons[name], name
+
+
+def test_required_integration_warns_loudly_when_missing(tmp_path: Path) -> None:
+    manager = Manager(enabled="1", data_dir=tmp_path, ipfs_path=tmp_path / "no-repo",
+                      ipfs_bin=str(tmp_path / "nobin"))
+    with pytest.warns(RuntimeWarning, match="RUBIX_INTEGRATION_ENABLED=1"):
+        report = manager.status()
+    assert any("RUBIX_INTEGRATION_ENABLED=1" in w for w in report.warnings)
+
+
+def test_unknown_ipfs_mode_names_variable_and_allowed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("RUBIX_IPFS", "gateway")
+    with pytest.raises(ConfigError) as info:
+        Manager(data_dir=tmp_path).choose_ipfs()
+    assert "RUBIX_IPFS" in str(info.value)
+    assert info.value.allowed is not None and "local" in info.value.allowed
+
+
+def test_explicit_mode_that_cannot_serve_is_kept_and_reported(tmp_path: Path) -> None:
+    manager = Manager(ipfs_mode="http", ipfs_api="/ip4/127.0.0.1/tcp/1", data_dir=tmp_path)
+    with pytest.warns(RuntimeWarning, match="unavailable"):
+        choice = manager.choose_ipfs()
+    assert choice.name == "http"
+    assert "unavailable" in choice.reason
+
+
+class PreferCLI:
+    @hookimpl
+    def choose_ipfs_backend(self, settings: object, ipfs_path: Path | None,
+                            candidates: Mapping[str, IPFSDetection]) -> str | None:
+        return "local" if "local" in candidates else None
+
+
+def test_choose_hook_of_a_plugin_wins(tmp_path: Path) -> None:
+    manager = Manager(plugins=[PreferCLI()], data_dir=tmp_path, ipfs_path=tmp_path)
+    assert manager.choose_ipfs().name == "local"
+
+
+def test_unknown_store_scheme(tmp_path: Path) -> None:
+    manager = Manager(store_url="mongodb://h/db", data_dir=tmp_path)
+    with pytest.raises(UnknownStoreError) as info:
+        _ = manager.store
+    assert "mongodb" in str(info.value)
+    assert "sqlite" in str(info.value) and "postgresql" in str(info.value)
+    report = manager.status()
+    assert report.store == "mongodb"
+    assert not next(c for c in report.stores if c.chosen).available
+
+
+def test_unreachable_postgresql_is_reported_not_raised_by_status(tmp_path: Path) -> None:
+    url = "postgresql+psycopg://bob:hunter2@127.0.0.1:1/nothing"
+    manager = Manager(store_url=url, data_dir=tmp_path)
+    report = manager.status()
+    chosen = next(c for c in report.stores if c.chosen)
+    assert chosen.name == "postgresql" and chosen.available is False
+    assert "hunter2" not in report.to_json()
+    with pytest.raises(StoreUnavailableError) as info:
+        _ = manager.store
+    assert "127.0.0.1:1" in str(info.value) and "hunter2" not in str(info.value)
+
+
+def test_unwritable_data_dir_gives_a_clear_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    manager = Manager(data_dir=blocker / "data")
+    with pytest.raises(StoreUnavailableError) as info:
+        _ = manager.store
+    assert str(blocker) in str(info.value)
+
+
+def test_store_is_opened_with_schema(store_url: str, tmp_path: Path) -> None:
+    with Manager(store_url=store_url, data_dir=tmp_path) as manager:
+        store = manager.store
+        assert store is manager.store
+        report = manager.status()
+    chosen = next(c for c in report.stores if c.chosen)
+    assert chosen.available, chosen.reason
+    assert chosen.name == store.name
+
+
+def test_status_is_json_and_text(tmp_path: Path) -> None:
+    report = rubix_integration.status(data_dir=tmp_path, enabled="0")
+    data = json.loads(report.to_json())
+    assert data["version"] == rubix_integration.__version__
+    assert data["ipfs_mode"] == "local"
+    assert data["store"] == "sqlite"
+    assert {p["name"] for p in data["plugins"]} >= {"rubix_integration.ipfs.local"}
+    assert "IPFS access:" in str(report) and "stores:" in str(report)
+
+
+def test_example_plugin_backend_serves_and_verifies(tmp_path: Path) -> None:
+    pytest.importorskip("rubix_integration_cidfolder",
+                        reason="pip install -e examples/rubix-integration-example-plugin")
+    from rubix_integration.codecs import file_cid
+
+    folder = tmp_path / "repo" / "cid-cache"
+    folder.mkdir(parents=True)
+    payload = b"TRI 0 bafybmibeud2c4ucgew6m5tttj7zneosplm4eiklwg4migdimdwmezkzi6u"
+    cid = file_cid(payload)
+    (folder / cid).write_bytes(payload)
+    bad = file_cid(b"other")
+    (folder / bad).write_bytes(b"tampered")
+    with Manager(load_plugins=["cidfolder"], ipfs_path=tmp_path / "repo", data_dir=tmp_path,
+                 ipfs_bin=str(tmp_path / "nobin")) as manager:
+        choice = manager.choose_ipfs()
+        assert choice.name == "cidfolder", choice
+        assert manager.cat(cid) == payload
+        with pytest.raises(rubix_integration.CorruptBlockError):
+            manager.cat(bad)
+        with pytest.raises(rubix_integration.ContentNotFoundError):
+            manager.cat(file_cid(b"absent"))
