@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import threading
 import warnings
@@ -31,6 +32,12 @@ log = logging.getLogger("rubix_integration")
 __all__ = ["IPFSChoice", "Manager", "connect", "status"]
 
 FALLBACK_BACKEND = "local"
+
+#: Modules whose SQLModel tables the store creates; imported just before the schema is created.
+MODEL_MODULES: tuple[str, ...] = (
+    "rubix_integration.stores.models",
+    "rubix_integration.tokens.models",
+)
 
 
 @dataclass(frozen=True)
@@ -241,6 +248,8 @@ class Manager:
         """The store, opened and with its schema created on first use."""
         with self._lock:
             if self._store is None:
+                for module in MODEL_MODULES:
+                    importlib.import_module(module)
                 cls = self.store_class()
                 store = cls(self.settings.store_url, settings=self.settings)
                 try:
@@ -256,6 +265,36 @@ class Manager:
         from rubix_integration.stores.analytics import Analytics
 
         return Analytics(self.store)
+
+    # --- token sync ------------------------------------------------------------------------------
+
+    def sync_tokens(
+        self,
+        roots: Sequence[Path | str],
+        *,
+        workers: int | None = None,
+        full: bool = False,
+        source_ip: str | None = None,
+        pattern: str | None = None,
+        max_size: int | None = None,
+        observer: Any = None,
+    ) -> Any:
+        """Sync every Rubix node database below ``roots`` into the store; return a
+        :class:`~rubix_integration.tokens.SyncSummary`.
+
+        Only new or modified databases are processed unless ``full``. ``workers`` is the number
+        of concurrent content fetches for network/subprocess backends. ``source_ip`` defaults to
+        ``RUBIX_SOURCE_IP``, else the address of the interface that routes outward. The IPFS
+        backend of each node is chosen as :meth:`choose_ipfs` says for its ``.ipfs`` folder.
+        """
+        from rubix_integration.tokens.content import DEFAULT_MAX_SIZE
+        from rubix_integration.tokens.discover import DEFAULT_PATTERN
+        from rubix_integration.tokens.sync import TokenSync
+
+        sync = TokenSync(self, workers=workers, full=full, source_ip=source_ip,
+                         pattern=pattern or DEFAULT_PATTERN,
+                         max_size=max_size or DEFAULT_MAX_SIZE, observer=observer)
+        return sync.run(roots)
 
     # --- status ----------------------------------------------------------------------------------
 

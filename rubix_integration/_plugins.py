@@ -88,7 +88,12 @@ class Plugins:
         from rubix_integration import __version__
 
         for dotted in DEFAULT_PLUGINS:
-            module = importlib.import_module(dotted)
+            try:
+                module = importlib.import_module(dotted)
+            except ImportError as exc:  # e.g. a backend whose optional dependency is missing
+                self._fail(dotted, "built-in", dotted, __version__,
+                           f"failed to import: {type(exc).__name__}: {exc}")
+                continue
             self._register(module, dotted, "built-in", dotted, __version__)
         if load_plugins is None or load_plugins:
             self._load_entry_points(load_plugins)

@@ -210,6 +210,16 @@ def ipfs_get(ipfs_mode: str | None, cid: str, dest: Path) -> None:
     click.echo(f"saved {cid} to {out}")
 
 
+def _add_builtin_commands() -> None:
+    from rubix_integration._cli_sync import demo, report, sync
+
+    for command in (sync, report, demo):
+        cli.add_command(command)
+
+
+_add_builtin_commands()
+
+
 def _add_plugin_commands() -> None:
     try:
         manager = _manager()

@@ -14,15 +14,16 @@ are translated at the backend boundary and chained with ``raise ... from exc``.
     │   ├── UnknownStoreError        no store plugin handles the URL scheme
     │   ├── StoreUnavailableError    the store cannot be reached or created
     │   └── StoreMissingDependency   the driver for the store is not installed
-    └── IPFSError                    names the backend and the CID
-        ├── InvalidCIDError          malformed CID text, or a codec/hash this package cannot read
-        ├── ContentNotFoundError     no backend has the block
-        ├── IPFSTimeoutError         the call did not finish within its timeout
-        ├── IPFSUnavailableError     the backend cannot serve at all (daemon down, repo unreadable)
-        ├── CorruptBlockError        block bytes do not match their hash, or do not decode
-        ├── NotAFileError            a directory (or other non-file) where file content was asked
-        ├── ContentTooLargeError     content exceeds the caller's size limit
-        └── UnsupportedOperationError the backend cannot do this (e.g. pin on a read-only repo)
+    ├── IPFSError                    names the backend and the CID
+    │   ├── InvalidCIDError          malformed CID text, or a codec/hash this package cannot read
+    │   ├── ContentNotFoundError     no backend has the block
+    │   ├── IPFSTimeoutError         the call did not finish within its timeout
+    │   ├── IPFSUnavailableError     the backend cannot serve at all (daemon down, repo unreadable)
+    │   ├── CorruptBlockError        block bytes do not match their hash, or do not decode
+    │   ├── NotAFileError            a directory (or other non-file) where file content was asked
+    │   ├── ContentTooLargeError     content exceeds the caller's size limit
+    │   └── UnsupportedOperationError the backend cannot do this (e.g. pin on a read-only repo)
+    └── NodeDatabaseError            a node's rubix.db cannot be synced: names the path and a kind
 
 Each IPFS error has a short ``kind`` (``"not_found"``, ``"timeout"``, ...) used when an error is
 stored as data (for example a token's ``ipfs_error`` column).
@@ -43,6 +44,7 @@ __all__ = [
     "IPFSTimeoutError",
     "IPFSUnavailableError",
     "InvalidCIDError",
+    "NodeDatabaseError",
     "NotAFileError",
     "PluginError",
     "RubixError",
@@ -183,3 +185,16 @@ class UnsupportedOperationError(IPFSError):
     """The backend cannot perform this operation (for example, writing to a read-only repo)."""
 
     kind = "unsupported"
+
+
+class NodeDatabaseError(RubixError):
+    """A node's ``rubix.db`` cannot be read.
+
+    ``kind`` is one of ``"not_sqlite"``, ``"corrupt"``, ``"no_tokens_table"``, ``"cannot_open"``,
+    ``"busy"`` (still changing after every retry); ``db_path`` names the file.
+    """
+
+    def __init__(self, message: str, *, db_path: str, kind: str) -> None:
+        self.db_path = db_path
+        self.kind = kind
+        super().__init__(message)

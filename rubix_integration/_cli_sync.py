@@ -1,0 +1,240 @@
+"""The ``sync``, ``report`` and ``demo`` commands."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from rubix_integration.tokens.discover import DEFAULT_PATTERN, NodeDatabase
+from rubix_integration.tokens.report import REPORTS, ReportResult, run_report
+from rubix_integration.tokens.sync import DatabaseResult, SyncObserver, SyncSummary
+
+__all__ = ["demo", "report", "sync"]
+
+
+class _RichProgress(SyncObserver):
+    """A live display: databases, tokens, IPFS ok/failed, rate."""
+
+    def __init__(self) -> None:
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[detail]}"), TimeElapsedColumn(),
+            console=_stderr_console(), transient=False,
+        )
+        self.dbs = self.progress.add_task("databases", total=None, detail="")
+        self.tokens = self.progress.add_task("tokens", total=0, detail="")
+        self.ok = 0
+        self.failed = 0
+
+    def __enter__(self) -> _RichProgress:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def discovered(self, databases: int, to_process: int) -> None:
+        self.progress.update(self.dbs, total=databases,
+                             detail=f"{databases - to_process} unchanged")
+
+    def database_started(self, node: NodeDatabase, tokens: int) -> None:
+        task = self.progress.tasks[self.tokens]
+        self.progress.update(self.tokens, total=(task.total or 0) + tokens)
+
+    def tokens_written(self, count: int, ok: int, failed: int) -> None:
+        self.ok += ok
+        self.failed += failed
+        task = self.progress.tasks[self.tokens]
+        rate = (task.completed + count) / task.elapsed if task.elapsed else 0.0
+        self.progress.update(self.tokens, advance=count,
+                             detail=f"IPFS ok {self.ok} failed {self.failed} {rate:,.0f}/s")
+
+    def database_finished(self, result: DatabaseResult) -> None:
+        self.progress.update(self.dbs, advance=1)
+
+
+def _stderr_console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True)
+
+
+def _manager(**settings: Any) -> Any:
+    from rubix_integration._manager import Manager
+
+    return Manager(**{k: v for k, v in settings.items() if v is not None})
+
+
+@click.command()
+@click.argument("roots", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--store", "store_url", metavar="URL", default=None,
+              help="Store URL (default: RUBIX_STORE_URL, else the embedded SQLite file).")
+@click.option("--workers", type=click.IntRange(min=1), default=None,
+              help="Concurrent content fetches for daemon/CLI access (default 16).")
+@click.option("--ipfs", "ipfs_mode", metavar="MODE", default=None,
+              help="IPFS access mode for every node: auto, repo, http, cli, local "
+                   "(default: RUBIX_IPFS, else auto per node).")
+@click.option("--source-ip", default=None, metavar="IP",
+              help="Address recorded as the rows' source (default: RUBIX_SOURCE_IP, else the "
+                   "address of the interface that routes outward).")
+@click.option("--full", is_flag=True, help="Process every database, changed or not.")
+@click.option("--pattern", default=DEFAULT_PATTERN, show_default=True,
+              help="Path of the database inside a node folder.")
+@click.option("--log-file", type=click.Path(path_type=Path), default=None,
+              help="Log file (default: sync.log in the data dir).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@click.option("--no-progress", is_flag=True, help="No live progress display.")
+def sync(roots: tuple[Path, ...], store_url: str | None, workers: int | None,
+         ipfs_mode: str | None, source_ip: str | None, full: bool, pattern: str,
+         log_file: Path | None, as_json: bool, no_progress: bool) -> None:
+    """Sync the tokens of every Rubix node below ROOTS into the store.
+
+    Finds <node>/Rubix/rubix.db files, reads TokensTable and FTTokenTable, fetches each token's
+    content from the node's IPFS repo, and replaces each changed database's rows in one
+    transaction. Unchanged databases are skipped. Exit status: 0 when every database synced,
+    1 when one failed or a folder was unreadable, 130 when interrupted.
+    """
+    with _manager(store_url=store_url, ipfs_mode=ipfs_mode, source_ip=source_ip) as manager:
+        handler = _log_to(log_file or manager.settings.data_dir / "sync.log")
+        try:
+            summary = _run_sync(manager, list(roots), workers=workers, full=full,
+                                pattern=pattern, progress=not (as_json or no_progress))
+        finally:
+            logging.getLogger("rubix_integration").removeHandler(handler)
+            handler.close()
+    _print_summary(summary, as_json)
+    if summary.interrupted:
+        sys.exit(130)
+    if not summary.ok:
+        sys.exit(1)
+
+
+def _run_sync(manager: Any, roots: list[Path], *, workers: int | None, full: bool,
+              pattern: str, progress: bool) -> SyncSummary:
+    if progress and sys.stderr.isatty():
+        with _RichProgress() as observer:
+            return manager.sync_tokens(roots, workers=workers, full=full, pattern=pattern,  # type: ignore[no-any-return]
+                                       observer=observer)
+    return manager.sync_tokens(roots, workers=workers, full=full, pattern=pattern)  # type: ignore[no-any-return]
+
+
+def _log_to(path: Path) -> logging.Handler:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logger = logging.getLogger("rubix_integration")
+    logger.addHandler(handler)
+    if logger.level == logging.NOTSET or logger.level > logging.INFO:
+        logger.setLevel(logging.INFO)
+    return handler
+
+
+def _print_summary(summary: SyncSummary, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(summary.as_dict(), indent=2, default=str))
+    else:
+        click.echo(str(summary))
+
+
+# --- report -------------------------------------------------------------------------------------
+
+
+def _render(result: ReportResult, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(result.as_dicts(), indent=2, default=str)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(result.columns)
+        writer.writerows(result.rows)
+        return buf.getvalue()
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"{result.report.title} ({len(result.rows)} rows, {result.engine})",
+                  title_justify="left")
+    for column in result.columns:
+        table.add_column(column, overflow="fold")
+    for row in result.rows:
+        table.add_row(*("" if v is None else str(v) for v in row))
+    console = Console(file=io.StringIO(), width=160, force_terminal=False)
+    console.print(table)
+    out = console.file.getvalue()  # type: ignore[attr-defined]
+    return str(out)
+
+
+@click.command()
+@click.argument("name", type=click.Choice(list(REPORTS)), default="nodes")
+@click.option("--store", "store_url", metavar="URL", default=None,
+              help="Store URL (default: RUBIX_STORE_URL, else the embedded SQLite file).")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True)
+@click.option("--engine", type=click.Choice(["auto", "duckdb", "store"]), default="auto",
+              show_default=True, help="Run on DuckDB over the store, or on the store itself.")
+def report(name: str, store_url: str | None, fmt: str, engine: str) -> None:
+    """Answer questions about the synced tokens.
+
+    \b
+    nodes         tokens per node with IPFS success/failure
+    failures      IPFS failures grouped by error
+    shared        tokens present on several nodes
+    content-diff  tokens whose content differs between nodes
+    success-rate  IPFS success rate per node
+    history       processing history of node databases
+    """
+    with _manager(store_url=store_url) as manager:
+        result = run_report(manager, name, engine=engine)
+    click.echo(_render(result, fmt), nl=fmt != "csv")
+
+
+# --- demo ---------------------------------------------------------------------------------------
+
+
+@click.command()
+@click.argument("directory", required=False, type=click.Path(path_type=Path))
+@click.option("--nodes", type=click.IntRange(min=1), default=4, show_default=True,
+              help="Healthy nodes to create.")
+@click.option("--tokens", type=click.IntRange(min=0), default=25, show_default=True,
+              help="Tokens per healthy node.")
+@click.option("--store", "store_url", metavar="URL", default=None,
+              help="Store URL (default: RUBIX_STORE_URL, else the embedded SQLite file).")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+def demo(directory: Path | None, nodes: int, tokens: int, store_url: str | None,
+         as_json: bool) -> None:
+    """Create a realistic sample of Rubix nodes in DIRECTORY and sync it.
+
+    The sample (default: demo/ in the data dir) holds healthy nodes with kubo-layout IPFS repos
+    and the cases found in the field: missing and corrupt blocks, bad token ids, a hand-made
+    database, .ipfs in the parent folder, a node without a repo, a database that is not SQLite and
+    one without TokensTable. Prints the sync summary and the per-node report.
+    """
+    from rubix_integration.tokens.demo import make_sample
+
+    with _manager(store_url=store_url) as manager:
+        root = directory or manager.settings.data_dir / "demo"
+        if root.exists() and any(root.iterdir()):
+            click.echo(f"using the existing sample in {root}", err=True)
+        else:
+            sample = make_sample(root, nodes=nodes, tokens_per_node=tokens)
+            click.echo(f"created {len(sample.nodes) + sample.broken_databases} node folders "
+                       f"with {sample.tokens} tokens in {root}", err=True)
+        summary = manager.sync_tokens([root])
+        result = run_report(manager, "nodes")
+    _print_summary(summary, as_json)
+    if not as_json:
+        click.echo(_render(result, "table"))

@@ -1,0 +1,156 @@
+"""The default store: one SQLite file, zero set-up.
+
+Each connection runs in WAL mode with a busy timeout, ``synchronous=NORMAL`` and foreign keys on.
+Python's sqlite3 module is told not to manage transactions; SQLAlchemy emits ``BEGIN`` itself, and
+:meth:`SQLiteStore.transaction` asks for ``BEGIN IMMEDIATE`` so that concurrent writers queue on
+the busy timeout instead of failing when a read lock cannot be upgraded.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import StaticPool
+
+from rubix_integration.errors import StoreUnavailableError
+from rubix_integration.hookspecs import hookimpl
+from rubix_integration.stores.base import Store
+
+__all__ = ["SQLiteStore", "register_stores"]
+
+_BEGIN_OPTION = "rubix_sqlite_begin"
+_BUSY_TIMEOUT_S = 30.0
+
+
+class SQLiteStore(Store):
+    """A SQLite file (``sqlite:///path/to.db``), or memory (``sqlite://``) for throwaway use."""
+
+    name: ClassVar[str] = "sqlite"
+    schemes: ClassVar[tuple[str, ...]] = ("sqlite",)
+    driver: ClassVar[str] = "sqlite3"
+    install_hint: ClassVar[str] = "a Python built with the sqlite3 module"
+
+    @property
+    def database_path(self) -> Path | None:
+        """The database file, or ``None`` for an in-memory database."""
+        database = sa.engine.make_url(self.url).database
+        if not database or database == ":memory:" or database.startswith("file:"):
+            return None
+        return Path(database).expanduser()
+
+    def _prepare_folder(self, path: Path) -> None:
+        folder = path.parent
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreUnavailableError(
+                f"sqlite store {self.masked_url}: cannot create the folder {folder}: "
+                f"{exc.strerror or exc}",
+                url=self.masked_url, backend=self.name,
+            ) from exc
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise StoreUnavailableError(
+                f"sqlite store {self.masked_url}: the folder {folder} is not writable",
+                url=self.masked_url, backend=self.name,
+            )
+
+    def _unavailable_reason(self, exc: BaseException) -> str:
+        reason = super()._unavailable_reason(exc)
+        path = self.database_path
+        return f"{reason} (file {path})" if path is not None else reason
+
+    def _create_engine(self) -> Engine:
+        path = self.database_path
+        kwargs: dict[str, Any] = {}
+        if path is None:
+            # every connection to ":memory:" would be a different database
+            kwargs["poolclass"] = StaticPool
+        else:
+            self._prepare_folder(path)
+        engine = sa.create_engine(
+            self.url,
+            connect_args={"timeout": _BUSY_TIMEOUT_S, "check_same_thread": False},
+            **kwargs,
+        )
+        sa.event.listen(engine, "connect", _on_connect)
+        sa.event.listen(engine, "begin", _on_begin)
+        return engine
+
+    def _begin(self, conn: Connection) -> None:
+        conn.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
+
+    def _schema_lock(self, conn: Connection) -> None:
+        # the transaction already holds the write lock (BEGIN IMMEDIATE), and SQLite DDL is
+        # transactional: a second process waits, then sees the tables and creates nothing
+        if not conn.in_transaction():  # pragma: no cover - create_schema always runs in one
+            raise RuntimeError("schema lock outside a transaction")
+
+    def _copy_rows(
+        self, conn: Connection, table: sa.Table, names: Sequence[str],
+        rows: Iterator[tuple[Any, ...]],
+    ) -> int:
+        target = self._quoted_insert_target(conn, table, names)
+        marks = ", ".join("?" for _ in names)
+        count = 0
+
+        def counted() -> Iterator[tuple[Any, ...]]:
+            nonlocal count
+            for row in rows:
+                count += 1
+                yield row
+
+        raw: Any = conn.connection.dbapi_connection
+        cursor = raw.cursor()
+        try:
+            cursor.executemany(f"INSERT INTO {target} VALUES ({marks})", counted())
+        finally:
+            cursor.close()
+        return count
+
+    def _server_version(self, conn: Connection) -> str:
+        return sqlite3.sqlite_version
+
+
+def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+    # let SQLAlchemy's "begin" event emit BEGIN instead of the sqlite3 module's implicit one
+    dbapi_conn.isolation_level = None
+    cursor = dbapi_conn.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {int(_BUSY_TIMEOUT_S * 1000)}")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        _enable_wal(cursor)
+    finally:
+        cursor.close()
+
+
+def _enable_wal(cursor: Any) -> None:
+    # switching a fresh file to WAL needs a moment of exclusive access; another process opening
+    # it at the same instant can make the switch fail at once rather than wait
+    deadline = time.monotonic() + _BUSY_TIMEOUT_S
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def _on_begin(conn: Connection) -> None:
+    mode = conn.get_execution_options().get(_BEGIN_OPTION, "DEFERRED")
+    conn.exec_driver_sql(f"BEGIN {'IMMEDIATE' if mode == 'IMMEDIATE' else 'DEFERRED'}")
+
+
+@hookimpl
+def register_stores() -> list[type[Store]]:
+    """Register :class:`SQLiteStore`."""
+    return [SQLiteStore]
