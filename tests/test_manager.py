@@ -151,7 +151,10 @@ def test_status_is_json_and_text(tmp_path: Path) -> None:
 def test_example_plugin_backend_serves_and_verifies(tmp_path: Path) -> None:
     pytest.importorskip("rubix_integration_cidfolder",
                         reason="pip install -e examples/rubix-integration-example-plugin")
-    from rubix_integration.codecs import file_cid
+    from rubix_integration.codecs import import_bytes
+
+    def file_cid(data: bytes) -> str:
+        return str(import_bytes(data, lambda cid, block: None).cid)
 
     folder = tmp_path / "repo" / "cid-cache"
     folder.mkdir(parents=True)

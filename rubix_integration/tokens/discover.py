@@ -47,8 +47,9 @@ def discover(
 ) -> list[NodeDatabase]:
     """Find every ``<node>/<pattern>`` file below ``roots``, sorted by path.
 
-    Symbolic links to folders are followed once (a loop is never walked twice); folders that cannot
-    be read are appended to ``problems`` and skipped. A root that is itself a node folder counts.
+    Symbolic links to folders are followed once (a loop is never walked twice); a node is named and
+    keyed by its real path. Folders that cannot be read are appended to ``problems`` and skipped.
+    A root that is itself a node folder counts.
     """
     parts = Path(pattern).parts
     if not parts or Path(pattern).is_absolute() or ".." in parts:
@@ -63,10 +64,13 @@ def discover(
             except OSError:
                 is_file = False
             if is_file:
+                # named and keyed by real paths: the same node reached through a symbolic link
+                # is the same node, under the same key, on every run
                 real = Path(os.path.realpath(db))
                 if real not in found:
-                    found[real] = NodeDatabase(db_path=db.absolute(), node_name=node_dir.name,
-                                               ipfs_path=_ipfs_path_for(node_dir.absolute()))
+                    real_node = Path(os.path.realpath(node_dir))
+                    found[real] = NodeDatabase(db_path=real, node_name=real_node.name,
+                                               ipfs_path=_ipfs_path_for(real_node))
     return sorted(found.values(), key=lambda n: str(n.db_path))
 
 

@@ -1,0 +1,352 @@
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from rubix_integration import Manager, hookimpl
+from rubix_integration.tokens.demo import make_node, make_sample
+from rubix_integration.tokens.discover import discover
+from rubix_integration.tokens.models import TOKEN_TABLE
+from rubix_integration.tokens.reader import parse_timestamp
+
+EXPECTED_ERRORS = {"corrupt": 1, "not_found": 2, "empty_token_id": 1, "invalid_cid": 1,
+                   "no_ipfs_path": 3}
+
+
+def tree_state(root: Path) -> dict[str, str]:
+    """Every file below ``root`` with the hash of its bytes."""
+    out = {}
+    for path in sorted(root.rglob("*")):
+        if path.is_file():
+            out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def rows(manager: Manager) -> list[tuple[Any, ...]]:
+    t = TOKEN_TABLE
+    cols = [t.c.db_path, t.c.token_kind, t.c.token_id, t.c.ipfs_data, t.c.ipfs_error,
+            t.c.ipfs_fetched, t.c.node_name, t.c.created_at]
+    with manager.store.connect() as conn:
+        return sorted((tuple(r) for r in conn.execute(sa.select(*cols))), key=repr)
+
+
+@pytest.fixture
+def manager(store_url: str, tmp_path: Path) -> Any:
+    with Manager(store_url=store_url, data_dir=tmp_path / "data", source_ip="10.9.8.7") as m:
+        yield m
+
+
+def test_demo_sample_syncs_with_classified_failures(manager: Manager, tmp_path: Path) -> None:
+    sample = make_sample(tmp_path / "root")
+    before = tree_state(sample.root)
+    summary = manager.sync_tokens([sample.root])
+    assert summary.databases_found == len(sample.nodes) + sample.broken_databases
+    assert summary.databases_processed == len(sample.nodes)
+    assert summary.databases_failed == sample.broken_databases == 2
+    assert summary.records == sample.tokens
+    assert summary.ipfs_success == sample.expected_ok
+    assert summary.errors_by_kind == EXPECTED_ERRORS
+    assert summary.bad_timestamps == 1
+    assert not summary.ok
+    failed = {r.node_name: r.error_kind for r in summary.databases if r.status == "failed"}
+    assert failed == {"node904-garbage": "not_sqlite", "node905-no-tokens": "no_tokens_table"}
+    # nothing in the nodes' folders changed, and no file appeared
+    assert tree_state(sample.root) == before
+    stored = rows(manager)
+    assert len(stored) == sample.tokens
+    assert {r[6] for r in stored} >= {"node001", "node901-parent-ipfs", "node903-handmade"}
+    with manager.store.connect() as conn:
+        modes = dict(conn.execute(sa.text(
+            "SELECT node_name, MAX(ipfs_mode) FROM tokenrecords GROUP BY node_name")).all())
+        ips = set(conn.execute(sa.text("SELECT DISTINCT source_ip FROM tokenrecords")).scalars())
+    assert modes["node001"] == "repo"
+    assert modes["node902-no-ipfs"] is None
+    assert ips == {"10.9.8.7"}
+
+
+def test_rerun_skips_unchanged_and_full_never_duplicates(manager: Manager, tmp_path: Path) -> None:
+    sample = make_sample(tmp_path / "root", broken=False, nodes=3, tokens_per_node=5)
+    first = manager.sync_tokens([sample.root])
+    assert first.ok and first.databases_processed == 3
+    stored = rows(manager)
+    again = manager.sync_tokens([sample.root])
+    assert again.databases_skipped == 3 and again.databases_processed == 0
+    assert again.records == 0
+    full = manager.sync_tokens([sample.root], full=True)
+    assert full.databases_processed == 3
+    assert rows(manager) == stored
+
+
+def test_modified_database_replaces_its_rows(manager: Manager, tmp_path: Path) -> None:
+    sample = make_sample(tmp_path / "root", broken=False, nodes=2, tokens_per_node=5)
+    manager.sync_tokens([sample.root])
+    db = sample.nodes[0] / "Rubix" / "rubix.db"
+    with sqlite3.connect(db) as conn:
+        gone = conn.execute("SELECT token_id FROM TokensTable LIMIT 1").fetchone()[0]
+        conn.execute("DELETE FROM TokensTable WHERE token_id = ?", (gone,))
+    os.utime(db, ns=(time.time_ns(), time.time_ns() + 1_000_000))
+    summary = manager.sync_tokens([sample.root])
+    assert summary.databases_processed == 1 and summary.databases_skipped == 1
+    stored = rows(manager)
+    assert len(stored) == sample.tokens - 1
+    assert gone not in {r[2] for r in stored if r[0] == str(db)}
+    # the same shared tokens stay one row per node
+    with manager.store.connect() as conn:
+        shared = conn.execute(sa.text(
+            "SELECT token_id, COUNT(*) FROM tokenrecords GROUP BY token_id "
+            "HAVING COUNT(*) > 1")).all()
+    assert shared and all(count == 2 for _, count in shared)
+
+
+def _wal_node(node: Path, rng: random.Random) -> sqlite3.Connection:
+    """Turn a node's database into WAL mode and keep a writer open, as a running node does."""
+    db = node / "Rubix" / "rubix.db"
+    writer = sqlite3.connect(db, isolation_level=None)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    return writer
+
+
+def test_wal_changes_count_and_node_files_are_never_touched(
+    manager: Manager, tmp_path: Path
+) -> None:
+    rng = random.Random(3)
+    node = tmp_path / "root" / "node-live"
+    ids = make_node(node, [b"TRI 1 x", b"TRI 2 y"], rng=rng)
+    writer = _wal_node(node, rng)
+    try:
+        writer.execute("UPDATE TokensTable SET token_status = 7 WHERE token_id = ?", (ids[0],))
+        listing = sorted(p.name for p in (node / "Rubix").iterdir())
+        assert "rubix.db-wal" in listing
+        before = tree_state(node / "Rubix")
+        first = manager.sync_tokens([tmp_path / "root"])
+        assert first.databases_processed == 1 and first.records == 2
+        assert tree_state(node / "Rubix") == before
+        with manager.store.connect() as conn:
+            status = conn.execute(sa.text(
+                "SELECT token_status FROM tokenrecords WHERE token_id = :t"), {"t": ids[0]}).scalar()
+        assert status == "7"
+        # a change that sits only in the -wal file counts as a modification
+        extra = make_node(tmp_path / "other", [b"TRI 3 z"], rng=rng)[0]
+        writer.execute("INSERT INTO TokensTable (token_id, did) VALUES (?, 'd')", (extra,))
+        second = manager.sync_tokens([tmp_path / "root"])
+        assert second.databases_processed == 1
+        assert second.records == 3
+    finally:
+        writer.close()
+    assert len(rows(manager)) == 3
+
+
+def test_busy_database_is_waited_for(manager: Manager, tmp_path: Path) -> None:
+    rng = random.Random(4)
+    node = tmp_path / "root" / "node-busy"
+    make_node(node, [b"TRI 1 a"], rng=rng)
+    locker = sqlite3.connect(node / "Rubix" / "rubix.db", isolation_level=None,
+                             check_same_thread=False)
+    locker.execute("BEGIN EXCLUSIVE")
+    release = threading.Timer(1.0, lambda: locker.execute("COMMIT"))
+    release.start()
+    try:
+        summary = manager.sync_tokens([tmp_path / "root"])
+    finally:
+        release.join()
+        locker.close()
+    assert summary.ok and summary.records == 1
+
+
+def test_content_parts_and_binary_content(manager: Manager, tmp_path: Path) -> None:
+    rng = random.Random(5)
+    binary = bytes(range(256))
+    text = b"TRI 42 bafybmibeud2c4ucgew6m5tttj7zneosplm4eiklwg4migdimdwmezkzi6u"
+    ids = make_node(tmp_path / "root" / "n1", [text, binary, b"with\x00nul"], rng=rng)
+    manager.sync_tokens([tmp_path / "root"])
+    t = TOKEN_TABLE
+    with manager.store.connect() as conn:
+        got = {r.token_id: r for r in conn.execute(sa.select(t))}
+    assert (got[ids[0]].content_name, got[ids[0]].content_number, got[ids[0]].content_creator) \
+        == ("TRI", "42", "bafybmibeud2c4ucgew6m5tttj7zneosplm4eiklwg4migdimdwmezkzi6u")
+    assert got[ids[0]].ipfs_encoding == "utf-8" and got[ids[0]].ipfs_data == text.decode()
+    assert got[ids[1]].ipfs_encoding == "base64"
+    assert base64.b64decode(got[ids[1]].ipfs_data) == binary
+    assert base64.b64decode(got[ids[2]].ipfs_data) == b"with\x00nul"
+    assert got[ids[1]].content_name is None
+
+
+def test_too_large_content_is_classified(store_url: str, tmp_path: Path) -> None:
+    rng = random.Random(6)
+    make_node(tmp_path / "root" / "n1", [b"x" * 5000, b"small"], rng=rng)
+    with Manager(store_url=store_url, data_dir=tmp_path / "d") as manager:
+        summary = manager.sync_tokens([tmp_path / "root"], max_size=1000)
+    assert summary.errors_by_kind == {"too_large": 1}
+    assert summary.ipfs_success == 1
+
+
+def test_events_fire(store_url: str, tmp_path: Path) -> None:
+    seen: dict[str, list[Mapping[str, Any]]] = {"tokens": [], "dbs": []}
+
+    class Listener:
+        @hookimpl
+        def token_synced(self, manager: Manager, record: Mapping[str, Any]) -> None:
+            seen["tokens"].append(record)
+
+        @hookimpl
+        def database_processed(self, manager: Manager, result: Mapping[str, Any]) -> None:
+            seen["dbs"].append(result)
+
+    sample = make_sample(tmp_path / "root", nodes=2, tokens_per_node=3, broken=False)
+    with Manager(store_url=store_url, data_dir=tmp_path / "d", plugins=[Listener()]) as manager:
+        manager.sync_tokens([sample.root])
+        manager.sync_tokens([sample.root])
+    assert len(seen["tokens"]) == sample.tokens
+    assert {r["token_id"] for r in seen["tokens"]} <= {r[2] for r in rows(manager)}
+    assert [d["status"] for d in seen["dbs"]] == ["processed"] * 2 + ["skipped"] * 2
+
+
+def test_discovery_survives_symlink_loops_and_missing_roots(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    make_sample(root, nodes=2, tokens_per_node=1, broken=False)
+    (root / "loop").symlink_to(root, target_is_directory=True)
+    (root / "node001" / "again").symlink_to(root / "node002", target_is_directory=True)
+    found = discover([root, root])
+    assert [n.node_name for n in found] == ["node001", "node002"]
+    with Manager(data_dir=tmp_path / "d") as manager:
+        summary = manager.sync_tokens([root, tmp_path / "missing"])
+    assert summary.databases_processed == 2
+    assert any("missing" in p for p in summary.discovery_problems)
+    assert not summary.ok
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2025-01-15 10:30:00.123456789+05:30", datetime(2025, 1, 15, 5, 0, 0, 123456,
+                                                           tzinfo=timezone.utc)),
+        ("2025-01-15T10:30:00Z", datetime(2025, 1, 15, 10, 30, tzinfo=timezone.utc)),
+        ("2025-01-15 10:30:00 +0000 UTC", datetime(2025, 1, 15, 10, 30, tzinfo=timezone.utc)),
+        ("2025-01-15 10:30:00", datetime(2025, 1, 15, 10, 30, tzinfo=timezone.utc)),
+        (1736937000, datetime(2025, 1, 15, 10, 30, tzinfo=timezone.utc)),
+    ],
+)
+def test_timestamps_parse_to_utc(text: object, expected: datetime) -> None:
+    assert parse_timestamp(text) == (expected, True)
+
+
+@pytest.mark.parametrize("text", ["yesterday", "2025-13-40 10:00:00", "2025-01-15 10:30:00+99:00"])
+def test_unparsable_timestamps_are_null_and_counted(text: str) -> None:
+    assert parse_timestamp(text) == (None, False)
+
+
+def test_empty_timestamp_is_null_not_an_error() -> None:
+    assert parse_timestamp("") == (None, True)
+    assert parse_timestamp(None) == (None, True)
+
+
+# --- processes ----------------------------------------------------------------------------------
+
+
+def _cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "rubix_integration", *args], env={**os.environ, **env},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _state(url: str, data: Path) -> list[tuple[Any, ...]]:
+    with Manager(store_url=url, data_dir=data) as m:
+        return rows(m)
+
+
+@pytest.mark.slow
+def test_kill_9_at_any_moment_then_rerun_matches_uninterrupted_run(
+    store_url: str, tmp_path: Path
+) -> None:
+    sample = make_sample(tmp_path / "root", nodes=12, tokens_per_node=400, broken=True)
+    env = {"RUBIX_DATA_DIR": str(tmp_path / "d"), "RUBIX_STORE_URL": store_url,
+           "RUBIX_SOURCE_IP": "10.0.0.1"}
+    reference_url = store_url
+    killed_midway = 0
+    for delay in (0.8, 1.3, 1.9):
+        proc = _cli("sync", str(sample.root), "--json", "--no-progress", env=env)
+        time.sleep(delay)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+            killed_midway += 1
+        proc.communicate(timeout=60)
+    final = _cli("sync", str(sample.root), "--json", "--no-progress", env=env)
+    out, err = final.communicate(timeout=120)
+    assert final.returncode == 1, err  # two broken databases
+    resumed = _state(reference_url, tmp_path / "d")
+    # an uninterrupted run into a fresh SQLite store gives the same rows
+    clean_url = f"sqlite:///{tmp_path / 'clean.sqlite'}"
+    with Manager(store_url=clean_url, data_dir=tmp_path / "d2", source_ip="10.0.0.1") as m:
+        m.sync_tokens([sample.root])
+    assert resumed == _state(clean_url, tmp_path / "d2")
+    assert len(resumed) == sample.tokens
+    assert killed_midway >= 1
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_cleanly_with_a_summary(tmp_path: Path) -> None:
+    sample = make_sample(tmp_path / "root", nodes=12, tokens_per_node=400, broken=False)
+    env = {"RUBIX_DATA_DIR": str(tmp_path / "d")}
+    proc = _cli("sync", str(sample.root), "--json", "--no-progress", env=env)
+    time.sleep(1.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    if proc.returncode == 0:
+        pytest.skip("the sync finished before the signal arrived")
+    assert proc.returncode == 130, err
+    summary = json.loads(out)
+    assert summary["interrupted"] is True
+    assert "Traceback" not in err
+    rerun = _cli("sync", str(sample.root), "--json", "--no-progress", env=env)
+    out, err = rerun.communicate(timeout=120)
+    assert rerun.returncode == 0, err
+    done = json.loads(out)
+    assert done["databases_processed"] + done["databases_skipped"] == 12
+
+
+@pytest.mark.slow
+def test_two_processes_into_one_store_never_duplicate(store_url: str, tmp_path: Path) -> None:
+    sample = make_sample(tmp_path / "root", nodes=8, tokens_per_node=200, broken=False)
+    env = {"RUBIX_STORE_URL": store_url, "RUBIX_SOURCE_IP": "10.0.0.2"}
+    procs = [_cli("sync", str(sample.root), "--json", "--no-progress", "--full",
+                  env={**env, "RUBIX_DATA_DIR": str(tmp_path / f"d{i}")}) for i in range(2)]
+    for proc in procs:
+        out, err = proc.communicate(timeout=180)
+        assert proc.returncode == 0, err
+    stored = _state(store_url, tmp_path / "d0")
+    assert len(stored) == sample.tokens
+    keys = [(r[0], r[1], r[2]) for r in stored]
+    assert len(set(keys)) == len(keys)
+
+
+def test_cli_sync_json_and_exit_status(tmp_path: Path) -> None:
+    sample = make_sample(tmp_path / "root", nodes=1, tokens_per_node=2)
+    env = {"RUBIX_DATA_DIR": str(tmp_path / "d")}
+    proc = _cli("sync", str(sample.root), "--json", env=env)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1  # the broken databases
+    data = json.loads(out)
+    assert data["databases_failed"] == 2 and data["ok"] is False
+    assert (tmp_path / "d" / "sync.log").read_text().count("database failed") == 2
+    ok_root = tmp_path / "ok"
+    make_sample(ok_root, nodes=1, tokens_per_node=2, broken=False)
+    proc = _cli("sync", str(ok_root), "--json", env=env)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
