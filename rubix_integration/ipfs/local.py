@@ -98,6 +98,8 @@ class LocalBackend(IPFSBackend):
         self._lock = threading.Lock()
         self._dag = DagReader(self._get_block, self.name)
         self._add_hidden = bool(context.options.get("add_hidden", False))
+        self._pin_lock = threading.Lock()
+        self._pin_conn: sqlite3.Connection | None = None
 
     @classmethod
     def detect(cls, context: IPFSContext) -> IPFSDetection:
@@ -259,15 +261,25 @@ class LocalBackend(IPFSBackend):
 
     # --- pins ------------------------------------------------------------------------------------
 
-    def _db(self) -> sqlite3.Connection:
-        self._open(create=True)
-        conn = sqlite3.connect(self.root / "pins.sqlite", timeout=30.0)
-        conn.execute("CREATE TABLE IF NOT EXISTS pins (cid TEXT PRIMARY KEY, pinned_at REAL)")
-        return conn
+    @contextlib.contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        """The pin list, one connection per backend, used under a lock (commits on success)."""
+        with self._pin_lock:
+            if self._pin_conn is None:
+                self._open(create=True)
+                conn = sqlite3.connect(self.root / "pins.sqlite", timeout=30.0,
+                                       check_same_thread=False)
+                # WAL with NORMAL sync: a pin survives a process crash without an fsync per add
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("CREATE TABLE IF NOT EXISTS pins (cid TEXT PRIMARY KEY, pinned_at REAL)")
+                self._pin_conn = conn
+            with self._pin_conn:
+                yield self._pin_conn
 
     def _pin_add(self, cid: str) -> None:
         try:
-            with contextlib.closing(self._db()) as conn, conn:
+            with self._db() as conn:
                 conn.execute("INSERT OR IGNORE INTO pins (cid, pinned_at) VALUES (?, ?)",
                               (cid, time.time()))
         except sqlite3.Error as exc:
@@ -287,7 +299,7 @@ class LocalBackend(IPFSBackend):
         if not (self.root / "pins.sqlite").exists():
             return
         try:
-            with contextlib.closing(self._db()) as conn, conn:
+            with self._db() as conn:
                 conn.execute("DELETE FROM pins WHERE cid IN (?, ?)",
                               (str(parsed), str(parsed.to_v1())))
         except sqlite3.Error as exc:
@@ -299,7 +311,7 @@ class LocalBackend(IPFSBackend):
         if not (self.root / "pins.sqlite").exists():
             return []
         try:
-            with contextlib.closing(self._db()) as conn:
+            with self._db() as conn:
                 rows = conn.execute("SELECT cid FROM pins ORDER BY pinned_at, cid").fetchall()
         except sqlite3.Error as exc:
             raise IPFSUnavailableError(f"cannot read the pin list: {exc}", backend=self.name,
@@ -337,6 +349,12 @@ class LocalBackend(IPFSBackend):
         return count
 
     # --- lifecycle -------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._pin_lock:
+            if self._pin_conn is not None:
+                self._pin_conn.close()
+                self._pin_conn = None
 
     def health(self) -> Health:
         if self._blocks_dir.is_dir():

@@ -87,7 +87,7 @@ def make_node(
     start = datetime(2025, 1, 15, 5, 0, tzinfo=timezone.utc)
     ids: list[str] = []
     for data in contents:
-        ids.append(repo.add_bytes(data) if repo is not None else _cid_of(data))
+        ids.append(repo.add_bytes(data, pin=False) if repo is not None else _cid_of(data))
     ids.extend(extra_token_ids)
     conn = sqlite3.connect(rubix / "rubix.db")
     try:
@@ -104,7 +104,7 @@ def make_node(
         ft_rows = []
         for i in range(ft):
             data = f"FT{i} {i} {did}".encode()
-            cid = repo.add_bytes(data) if repo is not None else _cid_of(data)
+            cid = repo.add_bytes(data, pin=False) if repo is not None else _cid_of(data)
             when = start + timedelta(hours=2, minutes=i)
             ft_rows.append((cid, "RBTFT", did, fake_did(rng), 0, 1.0, fake_did(rng),
                             fake_did(rng)[:40], gorm_time(when), gorm_time(when)))
@@ -188,7 +188,7 @@ def make_sample(
     conn.execute("CREATE TABLE TokensTable (token_id TEXT PRIMARY KEY, did TEXT, "
                  "token_status TEXT, created_at TEXT)")
     for i, stamp in enumerate(("2025-01-15T10:30:00Z", "yesterday", "", None)):
-        cid = repo.add_bytes(_token_text("HND", i, rng))
+        cid = repo.add_bytes(_token_text("HND", i, rng), pin=False)
         conn.execute("INSERT INTO TokensTable VALUES (?,?,?,?)",
                      (cid, fake_did(rng), "active", stamp))
     conn.commit()

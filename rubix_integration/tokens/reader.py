@@ -18,10 +18,9 @@ import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 from rubix_integration.errors import NodeDatabaseError
@@ -45,8 +44,7 @@ FT_COLUMNS = ("token_id", "ft_name", "owner_did", "creator_did", "token_status",
               "token_state_hash", "transaction_id", "created_at", "updated_at")
 
 
-@dataclass(frozen=True)
-class TokenRow:
+class TokenRow(NamedTuple):
     """One row of ``TokensTable`` (kind ``"token"``) or ``FTTokenTable`` (kind ``"ft"``),
     normalised: empty strings are ``None``, timestamps are UTC datetimes or ``None``."""
 
@@ -198,12 +196,18 @@ def parse_timestamp(value: object) -> tuple[datetime | None, bool]:
     """
     if value is None:
         return None, True
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, str):
+        text = value
+        fast = _fast_timestamp(text)
+        if fast is not None:
+            return fast, True
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
         try:
             return datetime.fromtimestamp(float(value), tz=timezone.utc), True
         except (OverflowError, OSError, ValueError):
             return None, False
-    text = str(value) if not isinstance(value, bytes) else value.decode("utf-8", "replace")
+    else:
+        text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
     if not text.strip():
         return None, True
     m = _TS.match(text)
@@ -225,6 +229,25 @@ def parse_timestamp(value: object) -> tuple[datetime | None, bool]:
     except ValueError:
         return None, False
     return parsed.astimezone(timezone.utc), True
+
+
+def _fast_timestamp(text: str) -> datetime | None:
+    """The common shapes (gorm's, ISO 8601) through the C parser; ``None`` to use the slow path."""
+    if len(text) < 19 or text[4] != "-" or text[10] not in " T":
+        return None
+    if len(text) > 26 and text[19] == ".":
+        end = 20
+        while end < len(text) and text[end].isdigit():
+            end += 1
+        if end - 20 > 6:  # nanoseconds: Python keeps microseconds
+            text = text[:26] + text[end:]
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        return parsed.replace(tzinfo=timezone.utc)
+    return parsed.astimezone(timezone.utc)
 
 
 def _text(value: object) -> str | None:
