@@ -31,7 +31,8 @@ def main() -> None:
         report = manager.status()
         print(f"IPFS via {report.ipfs_mode}, store {report.store}")
         backend = manager.ipfs()
-        cid = backend.add_bytes(b"TRI 0 bafybmibeud2c4ucgew6m5tttj7zneosplm4eiklwg4migdimdwmezkzi6u")
+        token = b"TRI 0 bafybmibeud2c4ucgew6m5tttj7zneosplm4eiklwg4migdimdwmezkzi6u"
+        cid = backend.add_bytes(token)
         print(f"added {cid}: {manager.cat(cid).decode()}")
         manager.notify("database_processed", result={"db_path": "example", "status": "processed"})
         print(f"events seen by the host's plugin: {len(audit.seen)}")

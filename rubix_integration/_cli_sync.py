@@ -56,7 +56,7 @@ class _RichProgress(SyncObserver):
         task = self.progress.tasks[self.tokens]
         self.progress.update(self.tokens, total=(task.total or 0) + tokens)
 
-    def tokens_written(self, count: int, ok: int, failed: int) -> None:
+    def tokens_fetched(self, count: int, ok: int, failed: int) -> None:
         self.ok += ok
         self.failed += failed
         task = self.progress.tasks[self.tokens]

@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any
 
 from rubix_integration._plugins import Plugins
-from rubix_integration._settings import ENV_VARS, IPFS_MODES, Settings, mask_url, resolve_settings
+from rubix_integration._settings import ENV_VARS, Settings, mask_url, resolve_settings
 from rubix_integration._status import ComponentStatus, Status
 from rubix_integration.errors import (
     ConfigError,
@@ -37,6 +37,8 @@ FALLBACK_BACKEND = "local"
 MODEL_MODULES: tuple[str, ...] = (
     "rubix_integration.stores.models",
     "rubix_integration.tokens.models",
+    "rubix_integration.provenance.models",
+    "rubix_integration.workflow.models",
 )
 
 
@@ -73,11 +75,18 @@ class Manager:
         self._env = env
         self._settings_kwargs = settings
         self._lock = threading.RLock()
-        self._ipfs: dict[Path | None, IPFSBackend] = {}
+        self._ipfs: dict[tuple[str, Path | None], IPFSBackend] = {}
         self._choices: dict[Path | None, IPFSChoice] = {}
         self._store: Store | None = None
         self._warned: set[str] = set()
         self.warnings: list[str] = []
+
+    @classmethod
+    def from_settings(cls, settings: Settings, *, plugins: Iterable[object] = ()) -> Manager:
+        """A Manager using already resolved ``settings`` (e.g. handed to a worker process)."""
+        manager = cls(plugins=plugins)
+        manager.__dict__["settings"] = settings
+        return manager
 
     # --- configuration and plugins ---------------------------------------------------------------
 
@@ -90,6 +99,11 @@ class Manager:
     def plugins(self) -> Plugins:
         """The plugin manager with built-in, installed and given plugins loaded."""
         return Plugins(load_plugins=self.settings.load_plugins, extra=self._extra_plugins)
+
+    @property
+    def has_runtime_plugins(self) -> bool:
+        """Whether the host passed plugin objects (which another process cannot rebuild)."""
+        return bool(self._extra_plugins)
 
     @property
     def hook(self) -> Any:
@@ -174,7 +188,8 @@ class Manager:
         if picked is None or picked not in backends:
             picked = FALLBACK_BACKEND
         det = candidates[picked]
-        reason = f"auto: {det.reason}" if det.available else f"auto (forced by a plugin): {det.reason}"
+        how = "auto" if det.available else "auto (forced by a plugin)"
+        reason = f"{how}: {det.reason}"
         if picked == FALLBACK_BACKEND:
             reason = "auto: no other backend can serve; " + det.reason
             if s.enabled == "1":
@@ -182,20 +197,28 @@ class Manager:
                            f"{path}; using the embedded content store")
         return IPFSChoice(path, picked, reason, candidates)
 
-    def ipfs(self, ipfs_path: Path | str | None = None) -> IPFSBackend:
-        """The IPFS backend serving ``ipfs_path`` (default: the configured repo), built once."""
+    def ipfs(self, ipfs_path: Path | str | None = None, *,
+             backend: str | None = None) -> IPFSBackend:
+        """The IPFS backend serving ``ipfs_path`` (default: the configured repo), built once.
+
+        ``backend`` names the backend to use instead of the one :meth:`choose_ipfs` picks.
+        """
         path = self._resolve_path(ipfs_path)
+        name = backend if backend is not None else self.choose_ipfs(path).name
+        key = (name, path)
         with self._lock:
-            backend = self._ipfs.get(path)
-            if backend is not None:
-                return backend
-        choice = self.choose_ipfs(path)
-        cls = self.plugins.ipfs_backends()[choice.name]
-        backend = cls(self._context(path))
+            existing = self._ipfs.get(key)
+            if existing is not None:
+                return existing
+        backends = self.plugins.ipfs_backends()
+        if name not in backends:
+            raise ConfigError(f"no IPFS backend named {name!r}; known: {', '.join(backends)}",
+                              name="backend", value=name, allowed=tuple(backends))
+        built = backends[name](self._context(path))
         with self._lock:
-            existing = self._ipfs.setdefault(path, backend)
-        if existing is not backend:
-            backend.close()
+            existing = self._ipfs.setdefault(key, built)
+        if existing is not built:
+            built.close()
         return existing
 
     def is_ipfs_available(self) -> bool:
@@ -273,6 +296,7 @@ class Manager:
         roots: Sequence[Path | str],
         *,
         workers: int | None = None,
+        processes: int | None = None,
         full: bool = False,
         source_ip: str | None = None,
         pattern: str | None = None,
@@ -283,18 +307,106 @@ class Manager:
         :class:`~rubix_integration.tokens.SyncSummary`.
 
         Only new or modified databases are processed unless ``full``. ``workers`` is the number
-        of concurrent content fetches for network/subprocess backends. ``source_ip`` defaults to
-        ``RUBIX_SOURCE_IP``, else the address of the interface that routes outward. The IPFS
-        backend of each node is chosen as :meth:`choose_ipfs` says for its ``.ipfs`` folder.
+        of concurrent content fetches for network/subprocess backends; ``processes`` the number
+        of databases read at once in worker processes (default: the CPUs, for large runs).
+        ``source_ip`` defaults to ``RUBIX_SOURCE_IP``, else the address of the interface that
+        routes outward. The IPFS backend of each node is chosen as :meth:`choose_ipfs` says for
+        its ``.ipfs`` folder.
         """
         from rubix_integration.tokens.content import DEFAULT_MAX_SIZE
         from rubix_integration.tokens.discover import DEFAULT_PATTERN
         from rubix_integration.tokens.sync import TokenSync
 
-        sync = TokenSync(self, workers=workers, full=full, source_ip=source_ip,
+        sync = TokenSync(self, workers=workers, processes=processes, full=full,
+                         source_ip=source_ip,
                          pattern=pattern or DEFAULT_PATTERN,
                          max_size=max_size or DEFAULT_MAX_SIZE, observer=observer)
         return sync.run(roots)
+
+    # --- provenance ------------------------------------------------------------------------------
+
+    @cached_property
+    def provenance(self) -> Any:
+        """The :class:`~rubix_integration.provenance.ProvenanceLogger` of this Manager."""
+        from rubix_integration.provenance import ProvenanceLogger
+
+        return ProvenanceLogger(self)
+
+    def log_event(self, type: str, data: Any) -> str:
+        """Record an event; return its CID (see :class:`~.provenance.ProvenanceLogger`)."""
+        return str(self.provenance.log_event(type, data))
+
+    def track_provenance(self, operation: str, data: Mapping[str, Any]) -> str:
+        """Record an operation; return its CID."""
+        return str(self.provenance.track_provenance(operation, data))
+
+    def log_inference(self, model: str, data: Mapping[str, Any]) -> str:
+        """Record a model inference; return its CID."""
+        return str(self.provenance.log_inference(model, data))
+
+    def log_transformation(self, name: str, params: Mapping[str, Any] | None = None, *,
+                           input_cid: Any = None, output_cid: Any = None) -> str:
+        """Record a transformation from ``input_cid`` to ``output_cid``; return its CID."""
+        return str(self.provenance.log_transformation(name, params, input_cid=input_cid,
+                                                      output_cid=output_cid))
+
+    def log_worker_execution(self, worker_id: str, task_id: str, data: Mapping[str, Any]) -> str:
+        """Record a worker's run of a task; return its CID."""
+        return str(self.provenance.log_worker_execution(worker_id, task_id, data))
+
+    def log_pr_activity(self, number: int, kind: str, data: Mapping[str, Any]) -> str:
+        """Record pull-request activity; return its CID."""
+        return str(self.provenance.log_pr_activity(number, kind, data))
+
+    def query_logs(self, filters: Mapping[str, Any] | None = None, **kwargs: Any) -> list[Any]:
+        """Provenance records matching ``filters`` (``limit=``, ``since=``, ``until=``)."""
+        return list(self.provenance.query_logs(filters, **kwargs))
+
+    def verify_provenance(self) -> Any:
+        """Verify every provenance chain; return a :class:`~.provenance.VerifyReport`."""
+        return self.provenance.verify()
+
+    # --- workflow --------------------------------------------------------------------------------
+
+    @cached_property
+    def workflow(self) -> Any:
+        """The :class:`~rubix_integration.workflow.WorkflowCoordinator` of this Manager."""
+        from rubix_integration.workflow import WorkflowCoordinator
+
+        return WorkflowCoordinator(self)
+
+    def submit_task(self, task_id: str, task_type: str, data: Any = None, **kwargs: Any) -> Any:
+        """Submit a task (idempotent per ``task_id``); ``priority=``, ``tags=``, ...."""
+        return self.workflow.submit_task(task_id, task_type, data, **kwargs)
+
+    def get_next_task(self, worker_id: str, capabilities: Iterable[str] = (),
+                      **kwargs: Any) -> Any:
+        """Claim the next task this worker can run, or ``None``."""
+        return self.workflow.get_next_task(worker_id, capabilities, **kwargs)
+
+    def heartbeat(self, task_id: str, worker_id: str, **kwargs: Any) -> Any:
+        """Extend the lease a worker holds on a task."""
+        return self.workflow.heartbeat(task_id, worker_id, **kwargs)
+
+    def complete_task(self, task_id: str, result: Any = None, **kwargs: Any) -> Any:
+        """Accept a task's result (refused when the caller lost the lease)."""
+        return self.workflow.complete_task(task_id, result, **kwargs)
+
+    def fail_task(self, task_id: str, error: str, **kwargs: Any) -> Any:
+        """Record a failed attempt: retry later with backoff, or dead after the last attempt."""
+        return self.workflow.fail_task(task_id, error, **kwargs)
+
+    def cancel_task(self, task_id: str, **kwargs: Any) -> Any:
+        """Cancel a task that has not finished."""
+        return self.workflow.cancel_task(task_id, **kwargs)
+
+    def get_task_status(self, task_id: str) -> Any:
+        """The task's current fields."""
+        return self.workflow.get_task_status(task_id)
+
+    def list_tasks(self, filters: Mapping[str, Any] | None = None, **kwargs: Any) -> list[Any]:
+        """Tasks matching ``filters`` (``state``, ``task_type``, ``worker_id``, ``tag``)."""
+        return list(self.workflow.list_tasks(filters, **kwargs))
 
     # --- status ----------------------------------------------------------------------------------
 

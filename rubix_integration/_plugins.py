@@ -182,21 +182,22 @@ class Plugins:
                 warnings.warn(message, RuntimeWarning, stacklevel=3)
                 continue
             for cls in classes:
-                if not (isinstance(cls, type) and issubclass(cls, base)) or not cls.name:
+                name = getattr(cls, "name", "") if isinstance(cls, type) else ""
+                if not (isinstance(cls, type) and issubclass(cls, base)) or not name:
                     raise PluginError(
                         f"plugin {impl.plugin_name!r}: {hook_name} returned {cls!r}, "
                         f"which is not a named subclass of {base.__name__}",
                         plugin=impl.plugin_name,
                     )
-                if cls.name in found and found[cls.name] is not cls:
-                    first = self._owners[(role, cls.name)]
+                if name in found and found[name] is not cls:
+                    first = self._owners[(role, name)]
                     raise DuplicateBackendError(
-                        f"{role} backend name {cls.name!r} is registered twice: by plugin "
+                        f"{role} backend name {name!r} is registered twice: by plugin "
                         f"{first!r} and by plugin {impl.plugin_name!r}",
-                        plugin=impl.plugin_name, name=cls.name, role=role,
+                        plugin=impl.plugin_name, name=name, role=role,
                     )
-                found[cls.name] = cls
-                self._owners[(role, cls.name)] = impl.plugin_name
+                found[name] = cls
+                self._owners[(role, name)] = impl.plugin_name
         return found
 
     def notify(self, hook_name: str, **kwargs: Any) -> list[PluginError]:

@@ -8,13 +8,13 @@ Each value remembers where it came from so that ``status()`` can say so.
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import platformdirs
+import tomllib
 
 from rubix_integration.errors import ConfigError
 
@@ -167,10 +167,8 @@ def _float(name: str, value: object, source: str) -> object:
 def _names(name: str, value: object, source: str) -> object:
     if value is None:
         return None
-    if isinstance(value, (list, tuple)):
-        items = [str(v) for v in value]
-    else:
-        items = str(value).split(",")
+    items = ([str(v) for v in value] if isinstance(value, (list, tuple))
+             else str(value).split(","))
     return tuple(i.strip() for i in items if i.strip())
 
 

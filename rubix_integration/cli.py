@@ -111,7 +111,8 @@ def _render_status(report: Any) -> None:
         table.add_column("plugin")
         table.add_column("reason", overflow="fold")
         for c in items:
-            mark = "[green]chosen[/]" if c.chosen else ("available" if c.available else "[dim]no[/]")
+            state = "available" if c.available else "[dim]no[/]"
+            mark = "[green]chosen[/]" if c.chosen else state
             table.add_row(mark, c.name, c.plugin, c.reason)
         console.print(table)
     console.print(f"plugins: {', '.join(p.name for p in report.plugins if not p.error)}")
@@ -163,7 +164,8 @@ def ipfs_add(ipfs_mode: str | None, path: Path, no_pin: bool, as_json: bool) -> 
                 _print_json({"cid": result.cid, "entries": entries})
             else:
                 for e in entries:
-                    click.echo(f"added {e['cid']} {path.name}{'/' + e['path'] if e['path'] else ''}")
+                    suffix = "/" + e["path"] if e["path"] else ""
+                    click.echo(f"added {e['cid']} {path.name}{suffix}")
         else:
             cid = manager.add_file(path, pin=not no_pin)
             if as_json:
@@ -215,6 +217,10 @@ def _add_builtin_commands() -> None:
 
     for command in (sync, report, demo):
         cli.add_command(command)
+
+    from rubix_integration._cli_tasks import tasks
+
+    cli.add_command(tasks)
 
 
 _add_builtin_commands()

@@ -23,7 +23,15 @@ are translated at the backend boundary and chained with ``raise ... from exc``.
     │   ├── NotAFileError            a directory (or other non-file) where file content was asked
     │   ├── ContentTooLargeError     content exceeds the caller's size limit
     │   └── UnsupportedOperationError the backend cannot do this (e.g. pin on a read-only repo)
-    └── NodeDatabaseError            a node's rubix.db cannot be synced: names the path and a kind
+    ├── NodeDatabaseError            a node's rubix.db cannot be synced: names the path and a kind
+    ├── InvalidDataError             data has no DAG-JSON form (``path`` says where)
+    │   └── PayloadTooLargeError     the encoded data exceeds the documented limit
+    ├── RecordNotFoundError          no provenance record has this CID
+    └── TaskError                    a workflow task: names the task
+        ├── TaskNotFoundError        no task has this id
+        ├── TaskConflictError        a submit reuses an id with different content
+        ├── TaskStateError           the task's state does not allow the operation
+        └── LeaseLostError           the caller no longer holds the task's lease (fencing)
 
 Each IPFS error has a short ``kind`` (``"not_found"``, ``"timeout"``, ...) used when an error is
 stored as data (for example a token's ``ipfs_error`` column).
@@ -44,13 +52,21 @@ __all__ = [
     "IPFSTimeoutError",
     "IPFSUnavailableError",
     "InvalidCIDError",
+    "InvalidDataError",
+    "LeaseLostError",
     "NodeDatabaseError",
     "NotAFileError",
+    "PayloadTooLargeError",
     "PluginError",
+    "RecordNotFoundError",
     "RubixError",
     "StoreError",
     "StoreMissingDependency",
     "StoreUnavailableError",
+    "TaskConflictError",
+    "TaskError",
+    "TaskNotFoundError",
+    "TaskStateError",
     "UnknownStoreError",
     "UnsupportedOperationError",
 ]
@@ -198,3 +214,53 @@ class NodeDatabaseError(RubixError):
         self.db_path = db_path
         self.kind = kind
         super().__init__(message)
+
+
+class InvalidDataError(RubixError, ValueError):
+    """Data cannot be recorded: it is not representable as DAG-JSON. Nothing was written."""
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        self.path = path
+        super().__init__(message)
+
+
+class PayloadTooLargeError(InvalidDataError):
+    """The encoded data is larger than the limit (``size`` and ``limit`` in bytes)."""
+
+    def __init__(self, message: str, *, size: int, limit: int, path: str | None = None) -> None:
+        self.size = size
+        self.limit = limit
+        super().__init__(message, path=path)
+
+
+class RecordNotFoundError(RubixError, LookupError):
+    """No provenance record has the CID asked for."""
+
+    def __init__(self, message: str, *, cid: str | None = None) -> None:
+        self.cid = cid
+        super().__init__(message)
+
+class TaskError(RubixError):
+    """Something about one task went wrong; ``task_id`` names it."""
+
+    def __init__(self, message: str, *, task_id: str | None = None,
+                 state: str | None = None) -> None:
+        self.task_id = task_id
+        self.state = state
+        super().__init__(message)
+
+
+class TaskNotFoundError(TaskError, LookupError):
+    """No task has this id."""
+
+
+class TaskConflictError(TaskError):
+    """A task with this id exists with a different type, data, priority or tags."""
+
+
+class TaskStateError(TaskError):
+    """The task is in a state that does not allow the operation (``state`` says which)."""
+
+
+class LeaseLostError(TaskError):
+    """A worker acted on a task whose lease it no longer holds; nothing was changed."""

@@ -9,7 +9,7 @@ CONTRIBUTING.md, section "Hook reference".
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,6 +91,23 @@ def register_commands(cli: click.Group) -> None:
     Called once when the CLI starts, with the top-level :class:`click.Group`; add commands with
     ``cli.command()`` or ``cli.add_command()``. Errors raised by a command that are
     :class:`~rubix_integration.errors.RubixError` become a one-line message and exit status 1.
+    """
+
+
+# --- workflow ------------------------------------------------------------------------------------
+
+
+@hookspec
+def register_task_handlers() -> Mapping[str, Callable[..., Any]]:
+    """Return the workflow task handlers this plugin provides, as ``{task_type: handler}``.
+
+    Called when a worker starts (``rubix-integration tasks worker`` without ``--handler``, or
+    :class:`~rubix_integration.workflow.Worker` built from the plugins). A handler is called as
+    ``handler(task)`` with the claimed :class:`~rubix_integration.workflow.Task` and returns the
+    task's result (JSON-serialisable: DAG-JSON, so bytes and CIDs are allowed too); raising an
+    exception fails the attempt, which is retried with backoff up to the task's ``max_attempts``.
+    The worker claims only the task types some plugin handles; two plugins registering one task
+    type stop the worker with a :class:`~rubix_integration.errors.PluginError` naming both.
     """
 
 

@@ -47,8 +47,8 @@ def test_disabled_integration_uses_only_the_embedded_store(tmp_path: Path) -> No
 
 
 def test_auto_with_nothing_around_falls_back_and_says_why(tmp_path: Path) -> None:
-    with Manager(data_dir=tmp_path, ipfs_path=tmp_path / "no-repo", ipfs_bin=str(tmp_path / "nobin"),
-                 load_plugins=()) as manager:
+    with Manager(data_dir=tmp_path, ipfs_path=tmp_path / "no-repo",
+                 ipfs_bin=str(tmp_path / "nobin"), load_plugins=()) as manager:
         report = manager.status()
         assert manager.is_ipfs_available() is False
     assert report.ipfs_mode == "local"

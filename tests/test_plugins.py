@@ -81,7 +81,9 @@ def test_plugin_that_fails_to_import_is_reported_and_the_rest_works(
     assert "local" in plugins.ipfs_backends()
 
 
-def test_entry_points_are_skipped_when_asked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_entry_points_are_skipped_when_asked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _fake_distribution(tmp_path, "brokenplug", "broken = rubix_no_such_module_for_tests")
     monkeypatch.syspath_prepend(str(tmp_path))
     with warnings.catch_warnings():

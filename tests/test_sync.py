@@ -43,7 +43,15 @@ def rows(manager: Manager) -> list[tuple[Any, ...]]:
     cols = [t.c.db_path, t.c.token_kind, t.c.token_id, t.c.ipfs_data, t.c.ipfs_error,
             t.c.ipfs_fetched, t.c.node_name, t.c.created_at]
     with manager.store.connect() as conn:
-        return sorted((tuple(r) for r in conn.execute(sa.select(*cols))), key=repr)
+        found = [tuple(_utc(v) for v in r) for r in conn.execute(sa.select(*cols))]
+    return sorted(found, key=repr)
+
+
+def _utc(value: Any) -> Any:
+    """PostgreSQL returns aware datetimes, SQLite naive UTC ones: compare them as naive UTC."""
+    if isinstance(value, datetime) and value.tzinfo is not None:
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+    return value
 
 
 @pytest.fixture
@@ -139,8 +147,9 @@ def test_wal_changes_count_and_node_files_are_never_touched(
         assert first.databases_processed == 1 and first.records == 2
         assert tree_state(node / "Rubix") == before
         with manager.store.connect() as conn:
-            status = conn.execute(sa.text(
-                "SELECT token_status FROM tokenrecords WHERE token_id = :t"), {"t": ids[0]}).scalar()
+            status = conn.execute(
+                sa.text("SELECT token_status FROM tokenrecords WHERE token_id = :t"),
+                {"t": ids[0]}).scalar()
         assert status == "7"
         # a change that sits only in the -wal file counts as a modification
         extra = make_node(tmp_path / "other", [b"TRI 3 z"], rng=rng)[0]
@@ -288,7 +297,7 @@ def test_kill_9_at_any_moment_then_rerun_matches_uninterrupted_run(
             killed_midway += 1
         proc.communicate(timeout=60)
     final = _cli("sync", str(sample.root), "--json", "--no-progress", env=env)
-    out, err = final.communicate(timeout=120)
+    _out, err = final.communicate(timeout=120)
     assert final.returncode == 1, err  # two broken databases
     resumed = _state(reference_url, tmp_path / "d")
     # an uninterrupted run into a fresh SQLite store gives the same rows
@@ -328,7 +337,7 @@ def test_two_processes_into_one_store_never_duplicate(store_url: str, tmp_path: 
     procs = [_cli("sync", str(sample.root), "--json", "--no-progress", "--full",
                   env={**env, "RUBIX_DATA_DIR": str(tmp_path / f"d{i}")}) for i in range(2)]
     for proc in procs:
-        out, err = proc.communicate(timeout=180)
+        _out, err = proc.communicate(timeout=180)
         assert proc.returncode == 0, err
     stored = _state(store_url, tmp_path / "d0")
     assert len(stored) == sample.tokens

@@ -41,8 +41,8 @@ class IPFSContext:
     """What a backend is built from.
 
     ``ipfs_path`` is the IPFS repo of the node being served (a Rubix node's ``.ipfs``), or the
-    machine's default repo; ``None`` when there is none. ``timeout`` is the default per-call limit in
-    seconds. ``options`` carries backend-specific settings given by keyword to the Manager.
+    machine's default repo; ``None`` when there is none. ``timeout`` is the default per-call
+    limit in seconds. ``options`` carries backend-specific settings given by keyword to the Manager.
     """
 
     settings: Settings
@@ -137,8 +137,8 @@ class IPFSBackend:
     ) -> bytes:
         """Return a file's content (or the ``offset``/``length`` slice of it).
 
-        Raises ``NotAFileError`` for a directory and ``ContentTooLargeError`` when the file is larger
-        than ``max_size`` bytes.
+        Raises ``NotAFileError`` for a directory and ``ContentTooLargeError`` when the file is
+        larger than ``max_size`` bytes.
         """
         return b"".join(
             self.iter_cat(cid, offset=offset, length=length, max_size=max_size, timeout=timeout)

@@ -272,7 +272,8 @@ class LocalBackend(IPFSBackend):
                 # WAL with NORMAL sync: a pin survives a process crash without an fsync per add
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute("CREATE TABLE IF NOT EXISTS pins (cid TEXT PRIMARY KEY, pinned_at REAL)")
+                conn.execute("CREATE TABLE IF NOT EXISTS pins "
+                             "(cid TEXT PRIMARY KEY, pinned_at REAL)")
                 self._pin_conn = conn
             with self._pin_conn:
                 yield self._pin_conn

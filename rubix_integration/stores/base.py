@@ -231,6 +231,7 @@ class Store:
         *,
         columns: Sequence[str] | None = None,
         connection: Connection | None = None,
+        convert: bool = True,
     ) -> int:
         """Insert ``rows`` into ``table`` in one transaction; return how many were written.
 
@@ -239,13 +240,17 @@ class Store:
         go through each column type's bind processing, so they are what a Core ``insert`` would
         store. With ``connection`` (from :meth:`transaction`) the rows join its transaction;
         otherwise a transaction of their own is used. Any failure writes nothing.
+
+        ``convert=False`` skips the column types' bind processing for tuples whose values the
+        driver takes as they are (the caller's promise; the hot path of large syncs).
         """
         iterator = iter(rows)
         first = next(iterator, None)
         if first is None:
             return 0
         names = self._column_names(table, first, columns)
-        converters = self._converters(table, names)
+        converters = (self._converters(table, names) if convert
+                      else [None] * len(names))
         as_tuples = self._tuple_maker(first, names, converters)
 
         def produce() -> Iterator[tuple[Any, ...]]:

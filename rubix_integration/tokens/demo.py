@@ -155,8 +155,8 @@ def make_sample(
     # a node whose repo lost one block and has one corrupt block, plus bad token ids
     node = root / "node900-damaged"
     contents = [_token_text("TRI", i, rng) for i in range(6)]
-    ids = make_node(node, contents, rng=rng,
-                    extra_token_ids=("", "not-a-cid", "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQX"))
+    absent = "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQX"  # a valid CID nobody holds
+    ids = make_node(node, contents, rng=rng, extra_token_ids=("", "not-a-cid", absent))
     store = FlatFS.open(node / ".ipfs" / "blocks")
     Path(store.path(parse_cid(ids[0]))).unlink()
     Path(store.path(parse_cid(ids[1]))).write_bytes(b"\x0a\x03bad")

@@ -24,8 +24,14 @@ class TokenRecord(SQLModel, table=True):
     """One token of one node, with the content its CID resolves to."""
 
     __tablename__ = "tokenrecords"
+    # the unique index leads with db_path, so it also serves lookups by db_path; ipfs_fetched is
+    # indexed only where it is false: the failures are what queries select, and an index over the
+    # successful majority would cost every insert and serve no query
     __table_args__ = (
         sa.UniqueConstraint("db_path", "token_kind", "token_id", name="uq_tokenrecords_db_token"),
+        sa.Index("ix_tokenrecords_ipfs_failed", "ipfs_fetched",
+                 sqlite_where=sa.text("NOT ipfs_fetched"),
+                 postgresql_where=sa.text("NOT ipfs_fetched")),
     )
 
     id: int | None = Field(default=None, primary_key=True, sa_type=_ID)
@@ -49,13 +55,13 @@ class TokenRecord(SQLModel, table=True):
     ipfs_data: str | None = Field(default=None, sa_type=sa.Text)
     ipfs_encoding: str | None = Field(default=None, max_length=8)  # "utf-8" or "base64"
     ipfs_size: int | None = Field(default=None, sa_type=sa.BigInteger)
-    ipfs_fetched: bool = Field(default=False, index=True)
+    ipfs_fetched: bool = Field(default=False)
     ipfs_error: str | None = None
     ipfs_mode: str | None = None
     content_name: str | None = None
     content_number: str | None = None
     content_creator: str | None = None
-    db_path: str = Field(index=True)
+    db_path: str
     ipfs_path: str | None = None
     db_last_modified: datetime | None = Field(default=None, sa_type=_TS)
     synced_at: datetime = Field(sa_type=_TS)

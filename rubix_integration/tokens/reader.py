@@ -231,15 +231,16 @@ def parse_timestamp(value: object) -> tuple[datetime | None, bool]:
     return parsed.astimezone(timezone.utc), True
 
 
+_DIGITS = re.compile(r"\d*")
+
+
 def _fast_timestamp(text: str) -> datetime | None:
     """The common shapes (gorm's, ISO 8601) through the C parser; ``None`` to use the slow path."""
     if len(text) < 19 or text[4] != "-" or text[10] not in " T":
         return None
     if len(text) > 26 and text[19] == ".":
-        end = 20
-        while end < len(text) and text[end].isdigit():
-            end += 1
-        if end - 20 > 6:  # nanoseconds: Python keeps microseconds
+        end = _DIGITS.match(text, 20).end()  # type: ignore[union-attr]
+        if end > 26:  # gorm writes nanoseconds; Python keeps microseconds
             text = text[:26] + text[end:]
     try:
         parsed = datetime.fromisoformat(text)
@@ -363,8 +364,12 @@ def read_tokens(
                 chunk = cursor.fetchmany(batch)
                 if not chunk:
                     break
-                for raw in chunk:
-                    yield _row(kind, dict(zip(wanted, raw, strict=True)), counter)
+                if kind == "token":
+                    for raw in chunk:
+                        yield _token_row(raw, counter)
+                else:
+                    for raw in chunk:
+                        yield _row(kind, dict(zip(wanted, raw, strict=True)), counter)
     except sqlite3.Error as exc:
         raise _classify(db_path, exc) from exc
 
@@ -372,21 +377,49 @@ def read_tokens(
 def _row(kind: str, values: dict[str, Any], counter: list[int]) -> TokenRow:
     created, ok1 = parse_timestamp(values.get("created_at"))
     updated, ok2 = parse_timestamp(values.get("updated_at"))
-    counter[0] += (not ok1) + (not ok2)
+    if not (ok1 and ok2):
+        counter[0] += (not ok1) + (not ok2)
     return TokenRow(
-        kind=kind,
-        token_id=_text(values.get("token_id")),
-        parent_token_id=_text(values.get("parent_token_id")),
-        token_value=_float(values.get("token_value")),
-        did=_text(values.get("did")),
-        token_status=_status(values.get("token_status")),
-        token_state_hash=_text(values.get("token_state_hash")),
-        transaction_id=_text(values.get("transaction_id")),
-        added=_bool(values.get("added")),
-        sync_status=_int(values.get("sync_status")),
-        ft_name=_text(values.get("ft_name")),
-        owner_did=_text(values.get("owner_did")),
-        creator_did=_text(values.get("creator_did")),
-        created_at=created,
-        updated_at=updated,
+        kind,
+        _text(values.get("token_id")),
+        _text(values.get("parent_token_id")),
+        _float(values.get("token_value")),
+        _text(values.get("did")),
+        _status(values.get("token_status")),
+        _text(values.get("token_state_hash")),
+        _text(values.get("transaction_id")),
+        _bool(values.get("added")),
+        _int(values.get("sync_status")),
+        _text(values.get("ft_name")),
+        _text(values.get("owner_did")),
+        _text(values.get("creator_did")),
+        created,
+        updated,
+    )
+
+
+def _token_row(raw: tuple[Any, ...], counter: list[int]) -> TokenRow:
+    """A ``TokensTable`` row in :data:`TOKEN_COLUMNS` order (the hot path of a sync)."""
+    (token_id, parent, value, did, status, state_hash, transaction, added, sync_status,
+     created_raw, updated_raw) = raw
+    created, ok1 = parse_timestamp(created_raw)
+    updated, ok2 = parse_timestamp(updated_raw)
+    if not (ok1 and ok2):
+        counter[0] += (not ok1) + (not ok2)
+    return TokenRow(
+        "token",
+        token_id if type(token_id) is str and token_id.strip() else _text(token_id),
+        parent if type(parent) is str and parent.strip() else _text(parent),
+        value if type(value) is float else _float(value),
+        did if type(did) is str and did.strip() else _text(did),
+        str(status) if type(status) is int else _status(status),
+        state_hash if type(state_hash) is str and state_hash.strip() else _text(state_hash),
+        transaction if type(transaction) is str and transaction.strip() else _text(transaction),
+        bool(added) if type(added) is int else _bool(added),
+        sync_status if type(sync_status) is int else _int(sync_status),
+        None,
+        None,
+        None,
+        created,
+        updated,
     )

@@ -4,34 +4,42 @@ How it runs:
 
 - discovery finds every node database; each is fingerprinted by ``stat`` alone (database and
   ``-wal``) and skipped when the store already holds a successful sync of that fingerprint;
-- a pool of reader threads works on a few databases at once: each opens a snapshot of its
-  database, streams its tokens in batches and fetches each token's content (through a shared
-  pool of fetch threads for backends that wait on the network or a process, inline for those
-  that read local files);
-- the writer (the calling thread) takes the databases in order and replaces each one's rows in one
-  transaction: delete its old rows, insert the new ones in batches through the store's bulk path,
-  record the fingerprint in ``processeddatabases``, commit. A crash or Ctrl-C at any moment leaves
-  every database either fully synced or as it was, so a re-run converges to the same state;
-- memory stays bounded: each database in flight holds at most a few batches.
+- the IPFS backend of each node is chosen in this process (``Manager.choose_ipfs``);
+- each changed database is one unit of work, done by a pool of worker processes (or threads, for
+  small runs, or when the host registered plugin objects a process cannot import): open a
+  snapshot of the database, stream its tokens in batches, fetch each token's content (through a
+  pool of threads for backends that wait on a daemon or a subprocess), spool the rows to a
+  temporary file, then replace that database's rows in one transaction (delete, bulk insert,
+  record the fingerprint in ``processeddatabases``, commit). Processes keep the CPU-bound reading
+  and hashing of several databases off one interpreter lock; the store serialises writers;
+- a crash, ``kill -9`` or Ctrl-C at any moment leaves every database either fully synced or as it
+  was, so a re-run converges to the same state; memory stays bounded by a few batches per worker.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import multiprocessing
+import os
+import pickle
 import queue
+import signal
+import tempfile
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from itertools import islice
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 
-from rubix_integration.errors import NodeDatabaseError, RubixError, StoreError
+from rubix_integration.errors import NodeDatabaseError, RubixError
 from rubix_integration.ipfs.base import IPFSBackend
 from rubix_integration.tokens.content import DEFAULT_MAX_SIZE, Content, fetch_content
 from rubix_integration.tokens.discover import (
@@ -46,10 +54,11 @@ from rubix_integration.tokens.reader import TokenRow, count_tokens, open_snapsho
 
 if TYPE_CHECKING:
     from rubix_integration._manager import Manager
+    from rubix_integration._settings import Settings
 
 log = logging.getLogger("rubix_integration.sync")
 
-__all__ = ["DatabaseResult", "SyncObserver", "SyncSummary", "TokenSync"]
+__all__ = ["DatabaseResult", "SyncObserver", "SyncSummary", "TokenSync", "detect_source_ip"]
 
 #: Column order of the tuples written to ``tokenrecords``.
 COLUMNS: tuple[str, ...] = (
@@ -62,8 +71,10 @@ COLUMNS: tuple[str, ...] = (
 _FETCHED = COLUMNS.index("ipfs_fetched")
 _ERROR = COLUMNS.index("ipfs_error")
 
-# the backends whose reads wait on a socket or a process, and so gain from many threads
+# backends whose reads wait on a socket or a process, and so gain from many threads
 _IO_BOUND = frozenset({"http", "cli"})
+# below this much database, starting worker processes costs more than it saves
+_PROCESS_THRESHOLD_BYTES = 4 * 1024 * 1024
 
 
 @dataclass
@@ -81,6 +92,7 @@ class DatabaseResult:
     error: str | None = None
     error_kind: str | None = None
     duration_s: float = 0.0
+    errors_by_kind: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,6 +112,7 @@ class SyncSummary:
     bad_timestamps: int = 0
     duration_s: float = 0.0
     interrupted: bool = False
+    workers: str = ""
     errors_by_kind: dict[str, int] = field(default_factory=dict)
     discovery_problems: list[str] = field(default_factory=list)
     databases: list[DatabaseResult] = field(default_factory=list)
@@ -138,7 +151,7 @@ class SyncSummary:
             f"  IPFS success:        {self.ipfs_success} ({self.ipfs_success_rate:.1f}%)",
             f"  IPFS failed:         {self.ipfs_failed} ({fail_rate:.1f}%)",
             f"  duration:            {self.duration_s:.2f} s"
-            f" ({self.tokens_per_second:,.0f} tokens/s)",
+            f" ({self.tokens_per_second:,.0f} tokens/s, {self.workers})",
         ]
         if self.errors_by_kind:
             kinds = ", ".join(f"{k}={v}" for k, v in sorted(self.errors_by_kind.items()))
@@ -153,7 +166,7 @@ class SyncSummary:
 
 
 class SyncObserver:
-    """Receives progress; subclass and override what you need (every method is a no-op)."""
+    """Receives progress on the calling thread; override what you need (all are no-ops)."""
 
     def discovered(self, databases: int, to_process: int) -> None:
         """After discovery: how many databases were found and how many will be processed."""
@@ -161,41 +174,258 @@ class SyncObserver:
     def database_started(self, node: NodeDatabase, tokens: int) -> None:
         """A database's snapshot is open and holds ``tokens`` tokens."""
 
-    def tokens_written(self, count: int, ok: int, failed: int) -> None:
-        """A batch of ``count`` tokens was written (``ok`` fetched, ``failed`` not)."""
+    def tokens_fetched(self, count: int, ok: int, failed: int) -> None:
+        """A batch of ``count`` tokens was read and fetched (``ok`` fetched, ``failed`` not)."""
 
     def database_finished(self, result: DatabaseResult) -> None:
-        """A database was processed, skipped or failed."""
+        """A database was processed (its rows committed), skipped or failed."""
 
 
-class _End:
-    def __init__(self, bad_timestamps: int) -> None:
-        self.bad_timestamps = bad_timestamps
+# --- one database: the unit of work (runs in a worker process or thread) -------------------------
 
 
-class _Start:
-    def __init__(self, tokens: int, mode: str | None) -> None:
-        self.tokens = tokens
-        self.mode = mode
+@dataclass(frozen=True)
+class _Task:
+    index: int
+    db_path: str
+    node_name: str
+    ipfs_path: str | None
+    backend: str | None
+    fingerprint: str
+    last_modified: datetime | None
+    source_ip: str
 
 
-_Item = _Start | _End | list[tuple[Any, ...]] | BaseException
+@dataclass(frozen=True)
+class _Options:
+    max_size: int
+    batch_size: int
+    fetch_threads: int
+    text_dates: bool = False  # the store keeps datetimes as text (SQLite)
+
+
+class _Stopped(Exception):
+    """The run was asked to stop; the database is left as it was."""
+
+
+class _StopFlag(Protocol):
+    def is_set(self) -> bool: ...
+
+
+_Report = Callable[[tuple[Any, ...]], None]
 
 
 @dataclass
-class _Job:
-    node: NodeDatabase
-    fingerprint: str
-    last_modified: datetime | None
-    queue: queue.Queue[_Item] = field(default_factory=lambda: queue.Queue(maxsize=3))
-    started: float = 0.0
+class _Prepared:
+    """A database read and fetched, its rows spooled to ``spool`` (or the reason it failed)."""
+
+    result: DatabaseResult
+    spool: str | None = None
+
+
+def _prepare(manager: Manager, task: _Task, opts: _Options, stop: _StopFlag, report: _Report,
+             parent: int | None = None) -> _Prepared:
+    """Read one database and fetch its content into a spool file; never touches the store."""
+    result = DatabaseResult(task.db_path, task.node_name, "processed", ipfs_mode=task.backend)
+    began = time.perf_counter()
+    fd, spool_path = tempfile.mkstemp(prefix="rubix-rows-", suffix=".pickle",
+                                      dir=_tmp_dir(manager))
+    try:
+        with os.fdopen(fd, "wb", buffering=1 << 20) as spool:
+            _read_and_fetch(manager, task, opts, stop, report, result, spool, parent)
+    except BaseException as exc:
+        os.unlink(spool_path)
+        if isinstance(exc, NodeDatabaseError):
+            return _Prepared(_failure(task, result, exc.kind, str(exc), began))
+        if isinstance(exc, _Stopped) or not isinstance(exc, Exception):
+            raise
+        if isinstance(exc, RubixError):
+            return _Prepared(_failure(task, result, "error", str(exc), began))
+        log.exception("unexpected failure while reading %s", task.db_path)
+        return _Prepared(_failure(task, result, "unexpected", f"{type(exc).__name__}: {exc}",
+                                  began))
+    result.duration_s = time.perf_counter() - began
+    return _Prepared(result, spool_path)
+
+
+def _commit(manager: Manager, task: _Task, prepared: _Prepared) -> DatabaseResult:
+    """Replace the database's rows with the spooled ones in one transaction (or record why it
+    failed, keeping its earlier rows: nothing is lost when a database turns unreadable)."""
+    result = prepared.result
+    store = manager.store
+    if prepared.spool is None:
+        log.warning("database failed: %s", result.error)
+        with store.transaction() as conn:
+            _save_processed(conn, task, result)
+        return result
+    began = time.perf_counter()
+    try:
+        with open(prepared.spool, "rb", buffering=1 << 20) as spool, \
+                store.transaction() as conn:
+            if conn.dialect.name == "postgresql":
+                # two machines syncing one database take turns instead of interleaving
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:p))"),
+                             {"p": task.db_path})
+            conn.execute(sa.delete(TOKEN_TABLE).where(TOKEN_TABLE.c.db_path == task.db_path))
+            for chunk in _unspool(spool):
+                # the rows already hold what the driver takes (see _record, _dates_as_text)
+                store.bulk_insert(TOKEN_TABLE, chunk, columns=COLUMNS, connection=conn,
+                                  convert=False)
+            result.duration_s += time.perf_counter() - began
+            _save_processed(conn, task, result)
+    finally:
+        os.unlink(prepared.spool)
+    return result
+
+
+def _read_and_fetch(manager: Manager, task: _Task, opts: _Options, stop: _StopFlag,
+                    report: _Report, result: DatabaseResult, spool: Any,
+                    parent: int | None) -> None:
+    backend = (manager.ipfs(task.ipfs_path, backend=task.backend)
+               if task.backend is not None else None)
+    db = Path(task.db_path)
+    bad = [0]
+    pool = (ThreadPoolExecutor(max_workers=opts.fetch_threads, thread_name_prefix="rubix-fetch")
+            if backend is not None and backend.name in _IO_BOUND else None)
+    errors = result.errors_by_kind
+    try:
+        with open_snapshot(db, tmp_dir=_tmp_dir(manager)) as conn:
+            report(("start", task.index, count_tokens(conn, db)))
+            rows = read_tokens(conn, db, bad_timestamps=bad, batch=opts.batch_size)
+            for chunk in _batched(rows, opts.batch_size):
+                _check(stop, parent)
+                contents = _fetch(backend, pool, [r.token_id for r in chunk], opts.max_size)
+                synced_at = datetime.now(timezone.utc)
+                out = [_record(r, c, task, synced_at) for r, c in zip(chunk, contents, strict=True)]
+                if opts.text_dates:
+                    out = [_dates_as_text(row) for row in out]
+                pickle.dump(out, spool, protocol=pickle.HIGHEST_PROTOCOL)
+                ok = 0
+                for c in contents:
+                    if c.fetched:
+                        ok += 1
+                    elif c.error is not None:
+                        errors[c.error] = errors.get(c.error, 0) + 1
+                result.record_count += len(out)
+                result.ipfs_success_count += ok
+                result.ipfs_fail_count += len(out) - ok
+                report(("fetched", task.index, len(out), ok))
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    result.bad_timestamp_count = bad[0]
+
+
+def _fetch(backend: IPFSBackend | None, pool: ThreadPoolExecutor | None,
+           ids: list[str | None], max_size: int) -> list[Content]:
+    if pool is not None:
+        return list(pool.map(lambda i: fetch_content(backend, i, max_size=max_size), ids))
+    return [fetch_content(backend, i, max_size=max_size) for i in ids]
+
+
+def _check(stop: _StopFlag, parent: int | None) -> None:
+    if stop.is_set():
+        raise _Stopped
+    if parent is not None and os.getppid() != parent:
+        raise _Stopped  # the coordinating process died: leave the database as it was
+
+
+def _unspool(spool: Any) -> Iterator[list[tuple[Any, ...]]]:
+    while True:
+        try:
+            yield pickle.load(spool)
+        except EOFError:
+            return
+
+
+def _tmp_dir(manager: Manager) -> Path:
+    folder = manager.settings.data_dir / "tmp"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _failure(task: _Task, result: DatabaseResult, kind: str, message: str,
+             began: float) -> DatabaseResult:
+    return DatabaseResult(task.db_path, task.node_name, "failed", error=message, error_kind=kind,
+                          ipfs_mode=result.ipfs_mode, duration_s=time.perf_counter() - began)
+
+
+def _save_processed(conn: Any, task: _Task, result: DatabaseResult) -> None:
+    t = PROCESSED_TABLE
+    conn.execute(sa.delete(t).where(t.c.db_path == result.db_path))
+    conn.execute(sa.insert(t).values(
+        db_path=result.db_path, node_name=result.node_name, source_ip=task.source_ip,
+        last_modified=task.last_modified, fingerprint=task.fingerprint,
+        last_processed=datetime.now(timezone.utc), record_count=result.record_count,
+        ipfs_success_count=result.ipfs_success_count, ipfs_fail_count=result.ipfs_fail_count,
+        bad_timestamp_count=result.bad_timestamp_count, status=result.status,
+        error=result.error, duration_s=result.duration_s,
+    ))
+
+
+def _record(r: TokenRow, c: Content, task: _Task, synced_at: datetime) -> tuple[Any, ...]:
+    return (
+        task.source_ip, task.node_name, r.kind, r.did if r.kind == "token" else r.owner_did,
+        r.token_id, r.created_at, r.updated_at, r.token_status, r.parent_token_id, r.token_value,
+        r.token_state_hash, r.transaction_id, r.added, r.sync_status, r.ft_name, r.owner_did,
+        r.creator_did, c.data, c.encoding, c.size, c.fetched, c.error, task.backend, c.name,
+        c.number, c.creator, task.db_path, task.ipfs_path, task.last_modified, synced_at,
+    )
+
+
+_DATE_COLUMNS = tuple(i for i, c in enumerate(COLUMNS)
+                      if c in ("created_at", "updated_at", "db_last_modified", "synced_at"))
+
+
+def _dates_as_text(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """UTC datetimes as the naive ``YYYY-MM-DD HH:MM:SS.ffffff`` text SQLAlchemy keeps in SQLite."""
+    values = list(row)
+    for i in _DATE_COLUMNS:
+        value = values[i]
+        if value is not None:
+            values[i] = value.replace(tzinfo=None).isoformat(" ", "microseconds")
+    return tuple(values)
+
+
+def _batched(rows: Iterable[TokenRow], size: int) -> Iterator[list[TokenRow]]:
+    iterator = iter(rows)
+    while chunk := list(islice(iterator, size)):
+        yield chunk
+
+
+# --- worker processes ----------------------------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(settings: Settings, progress: Any, stop: Any, parent: int) -> None:
+    # Ctrl-C goes to the whole process group; the coordinator decides, workers just stop
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    from rubix_integration._manager import Manager
+
+    _WORKER.update(manager=Manager.from_settings(settings), progress=progress, stop=stop,
+                   parent=parent)
+
+
+def _run_in_worker(task: _Task, opts: _Options) -> _Prepared | None:
+    progress = _WORKER["progress"]
+    try:
+        return _prepare(_WORKER["manager"], task, opts, _WORKER["stop"], progress.put,
+                        _WORKER["parent"])
+    except _Stopped:
+        return None
+
+
+# --- the coordinator -----------------------------------------------------------------------------
 
 
 class TokenSync:
-    """One sync run's machinery. Build it with a :class:`Manager` and call :meth:`run`.
+    """One sync run. Build it with a :class:`Manager` and call :meth:`run`.
 
-    ``workers`` is the number of concurrent content fetches for backends that wait on the network
-    or a subprocess (default 16); databases are read ``min(4, workers)`` at a time.
+    ``workers`` is the number of concurrent content fetches per database for backends that wait
+    on a daemon or a subprocess (default 16). ``processes`` is how many databases are worked on
+    at once in worker processes: ``None`` picks the number of CPUs for runs large enough to gain
+    from it, else threads in this process; ``1`` keeps everything in this process.
     """
 
     def __init__(
@@ -203,6 +433,7 @@ class TokenSync:
         manager: Manager,
         *,
         workers: int | None = None,
+        processes: int | None = None,
         full: bool = False,
         source_ip: str | None = None,
         pattern: str = DEFAULT_PATTERN,
@@ -212,19 +443,18 @@ class TokenSync:
     ) -> None:
         if workers is not None and workers < 1:
             raise ValueError("workers must be at least 1")
+        if processes is not None and processes < 1:
+            raise ValueError("processes must be at least 1")
         self.manager = manager
         self.workers = workers or 16
+        self.processes = processes
         self.full = full
         self.source_ip = source_ip
         self.pattern = pattern
-        self.max_size = max_size
-        self.batch_size = batch_size
         self.observer = observer or SyncObserver()
-        self._stop = threading.Event()
-        self._fetch_pool: ThreadPoolExecutor | None = None
-        self._errors: dict[str, int] = {}
-
-    # --- the run ---------------------------------------------------------------------------------
+        self.options = _Options(max_size=max_size, batch_size=batch_size,
+                                fetch_threads=self.workers,
+                                text_dates=manager.store.engine.dialect.name == "sqlite")
 
     def run(self, roots: Sequence[Path | str]) -> SyncSummary:
         """Sync every node database below ``roots``; return the summary (also when interrupted)."""
@@ -241,48 +471,161 @@ class TokenSync:
         source_ip = self.source_ip or self.manager.settings.source_ip or detect_source_ip()
 
         previous = self._previous(store)
-        jobs: list[_Job] = []
+        tasks: list[_Task] = []
+        by_index: dict[int, NodeDatabase] = {}
         for node in nodes:
             fp, modified = fingerprint(node.db_path)
-            prev = previous.get(str(node.db_path))
-            if not self.full and prev is not None and prev == (fp, "processed"):
+            if not self.full and previous.get(str(node.db_path)) == (fp, "processed"):
                 result = DatabaseResult(str(node.db_path), node.node_name, "skipped")
                 summary.databases_skipped += 1
                 summary.databases.append(result)
                 self.observer.database_finished(result)
                 self._announce(result)
                 continue
-            jobs.append(_Job(node, fp, modified))
-        self.observer.discovered(len(nodes), len(jobs))
+            by_index[len(tasks)] = node
+            tasks.append(_Task(len(tasks), str(node.db_path), node.node_name,
+                               str(node.ipfs_path) if node.ipfs_path else None,
+                               self._backend_for(node), fp, modified, source_ip))
+        self.observer.discovered(len(nodes), len(tasks))
 
-        readers = ThreadPoolExecutor(max_workers=max(1, min(4, self.workers)),
-                                     thread_name_prefix="rubix-sync-read")
-        self._fetch_pool = ThreadPoolExecutor(max_workers=self.workers,
-                                              thread_name_prefix="rubix-sync-fetch")
+        processes = self._process_count(tasks)
+        summary.workers = (f"{processes} processes" if processes > 1 else "in-process") + \
+            f", {self.workers} fetch threads"
         try:
-            for job in jobs:
-                readers.submit(self._produce, job, source_ip)
-            for job in jobs:
-                result = self._write(store, job, source_ip)
-                self._account(summary, result)
+            if processes > 1:
+                self._run_processes(tasks, by_index, processes, summary)
+            else:
+                self._run_threads(tasks, by_index, summary)
         except KeyboardInterrupt:
             summary.interrupted = True
             log.warning("interrupted: databases not yet committed are left as they were")
-        finally:
-            self._stop.set()
-            for job in jobs:  # unblock readers waiting on a full queue
-                _drain(job.queue)
-            readers.shutdown(wait=True, cancel_futures=True)
-            self._fetch_pool.shutdown(wait=True, cancel_futures=True)
-        summary.errors_by_kind = dict(self._errors)
         summary.duration_s = time.perf_counter() - started
         return summary
+
+    # --- planning --------------------------------------------------------------------------------
 
     def _previous(self, store: Any) -> dict[str, tuple[str | None, str]]:
         t = PROCESSED_TABLE
         with store.connect() as conn:
             rows = conn.execute(sa.select(t.c.db_path, t.c.fingerprint, t.c.status)).all()
         return {str(r[0]): (r[1], str(r[2])) for r in rows}
+
+    def _backend_for(self, node: NodeDatabase) -> str | None:
+        if node.ipfs_path is None:
+            # with an explicit mode the configured backend serves nodes without a repo of their own
+            if self.manager.settings.ipfs_mode in ("auto", "repo"):
+                return None
+            return self.manager.choose_ipfs().name
+        return self.manager.choose_ipfs(node.ipfs_path).name
+
+    def _process_count(self, tasks: list[_Task]) -> int:
+        if self.processes is not None:
+            wanted = self.processes
+        else:
+            size = 0
+            for task in tasks:
+                for suffix in ("", "-wal"):
+                    with contextlib.suppress(OSError):
+                        size += os.stat(task.db_path + suffix).st_size
+            wanted = os.cpu_count() or 1 if size >= _PROCESS_THRESHOLD_BYTES else 1
+        # objects a host registered cannot be rebuilt in another process
+        if self.manager.has_runtime_plugins:
+            wanted = 1
+        return max(1, min(wanted, len(tasks)))
+
+    # --- running ---------------------------------------------------------------------------------
+
+    def _run_threads(self, tasks: list[_Task], nodes: dict[int, NodeDatabase],
+                     summary: SyncSummary) -> None:
+        progress: queue.Queue[tuple[Any, ...]] = queue.Queue()
+        stop = threading.Event()
+        pool = ThreadPoolExecutor(max_workers=max(1, min(4, self.workers, len(tasks))),
+                                  thread_name_prefix="rubix-sync")
+
+        def work(task: _Task) -> _Prepared | None:
+            try:
+                return _prepare(self.manager, task, self.options, stop, progress.put)
+            except _Stopped:
+                return None
+
+        try:
+            futures = {pool.submit(work, task): task for task in tasks}
+            self._collect(futures, nodes, summary, progress)
+        finally:
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _run_processes(self, tasks: list[_Task], nodes: dict[int, NodeDatabase],
+                       processes: int, summary: SyncSummary) -> None:
+        # fork where there is one: spawn would re-import the host's __main__ in every worker,
+        # which breaks (or re-runs) scripts that lack a main guard
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        context = multiprocessing.get_context(method)
+        # no pooled database connection may be shared with the children (they never use one)
+        self.manager.store.close()
+        progress = context.Queue()
+        stop = context.Event()
+        pool = ProcessPoolExecutor(
+            max_workers=processes, mp_context=context, initializer=_init_worker,
+            initargs=(self.manager.settings, progress, stop, os.getpid()))
+        try:
+            futures = {pool.submit(_run_in_worker, task, self.options): task for task in tasks}
+            self._collect(futures, nodes, summary, progress)
+        finally:
+            stop.set()
+            pool.shutdown(wait=True, cancel_futures=True)
+            progress.close()
+            progress.join_thread()
+
+    def _collect(self, futures: dict[Future[_Prepared | None], _Task],
+                 nodes: dict[int, NodeDatabase], summary: SyncSummary, progress: Any) -> None:
+        pending = set(futures)
+        try:
+            while pending:
+                done, pending = wait(pending, timeout=0.1)
+                self._drain(progress, nodes)
+                for future in done:
+                    task = futures[future]
+                    try:
+                        prepared = future.result()
+                    except (BrokenProcessPool, OSError) as exc:
+                        prepared = _Prepared(DatabaseResult(
+                            task.db_path, task.node_name, "failed",
+                            error=f"{task.db_path}: worker died: {exc}", error_kind="unexpected"))
+                    if prepared is None:
+                        continue  # stopped before it was read
+                    # the one writer: commits each database while the workers read the next
+                    result = _commit(self.manager, task, prepared)
+                    self._account(summary, result)
+                    self.observer.database_finished(result)
+                    if result.status == "processed":
+                        self._announce_tokens(result)
+                    self._announce(result)
+            self._drain(progress, nodes)
+        except BaseException:
+            # spools of databases read but not committed are not needed any more
+            for future in pending:
+                future.cancel()
+            wait(pending, timeout=30)
+            for future in pending:
+                if future.done() and not future.cancelled() and future.exception() is None:
+                    prepared = future.result()
+                    if prepared is not None and prepared.spool is not None:
+                        with contextlib.suppress(OSError):
+                            os.unlink(prepared.spool)
+            raise
+
+    def _drain(self, progress: Any, nodes: dict[int, NodeDatabase]) -> None:
+        while True:
+            try:
+                message = progress.get_nowait()
+            except (queue.Empty, OSError, ValueError):
+                return
+            if message[0] == "start":
+                self.observer.database_started(nodes[message[1]], message[2])
+            elif message[0] == "fetched":
+                count, ok = message[2], message[3]
+                self.observer.tokens_fetched(count, ok, count - ok)
 
     def _account(self, summary: SyncSummary, result: DatabaseResult) -> None:
         summary.databases.append(result)
@@ -294,208 +637,37 @@ class TokenSync:
         summary.ipfs_success += result.ipfs_success_count
         summary.ipfs_failed += result.ipfs_fail_count
         summary.bad_timestamps += result.bad_timestamp_count
+        for kind, count in result.errors_by_kind.items():
+            summary.errors_by_kind[kind] = summary.errors_by_kind.get(kind, 0) + count
 
-    # --- reading and fetching (reader threads) ---------------------------------------------------
-
-    def _backend_for(self, node: NodeDatabase) -> IPFSBackend | None:
-        if node.ipfs_path is None:
-            # with an explicit mode the configured backend serves nodes without a repo of their own
-            if self.manager.settings.ipfs_mode in ("auto", "repo"):
-                return None
-            return self.manager.ipfs()
-        return self.manager.ipfs(node.ipfs_path)
-
-    def _put(self, job: _Job, item: _Item) -> bool:
-        while not self._stop.is_set():
-            try:
-                job.queue.put(item, timeout=0.2)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _produce(self, job: _Job, source_ip: str) -> None:
-        try:
-            self._produce_rows(job, source_ip)
-        except BaseException as exc:  # handed to the writer, which decides what it means
-            self._put(job, exc)
-
-    def _produce_rows(self, job: _Job, source_ip: str) -> None:
-        node = job.node
-        backend = self._backend_for(node)
-        mode = backend.name if backend is not None else None
-        fetch = self._fetcher(backend)
-        db_path = str(node.db_path)
-        ipfs_path = str(node.ipfs_path) if node.ipfs_path is not None else None
-        bad = [0]
-        tmp_dir = self.manager.settings.data_dir / "tmp"
-        tmp_dir.mkdir(parents=True, exist_ok=True)
-        with open_snapshot(node.db_path, tmp_dir=tmp_dir) as conn:
-            total = count_tokens(conn, node.db_path)
-            if not self._put(job, _Start(total, mode)):
-                return
-            rows = read_tokens(conn, node.db_path, bad_timestamps=bad, batch=self.batch_size)
-            for chunk in _batched(rows, self.batch_size):
-                if self._stop.is_set():
-                    return
-                contents = fetch([r.token_id for r in chunk])
-                synced_at = datetime.now(timezone.utc)
-                out = [
-                    _record(r, c, source_ip, node.node_name, mode, db_path, ipfs_path,
-                            job.last_modified, synced_at)
-                    for r, c in zip(chunk, contents, strict=True)
-                ]
-                if not self._put(job, out):
-                    return
-        self._put(job, _End(bad[0]))
-
-    def _fetcher(self, backend: IPFSBackend | None) -> Any:
-        max_size = self.max_size
-
-        def one(token_id: str | None) -> Content:
-            return fetch_content(backend, token_id, max_size=max_size)
-
-        if backend is not None and backend.name in _IO_BOUND and self._fetch_pool is not None:
-            pool = self._fetch_pool
-
-            def many(ids: list[str | None]) -> list[Content]:
-                return list(pool.map(one, ids))
-        else:
-            def many(ids: list[str | None]) -> list[Content]:
-                return [one(i) for i in ids]
-        return many
-
-    # --- writing (the calling thread) ------------------------------------------------------------
-
-    def _get(self, job: _Job) -> _Item:
-        while True:
-            try:
-                return job.queue.get(timeout=0.5)
-            except queue.Empty:
-                if self._stop.is_set():
-                    raise KeyboardInterrupt from None
-
-    def _write(self, store: Any, job: _Job, source_ip: str) -> DatabaseResult:
-        node = job.node
-        db_path = str(node.db_path)
-        result = DatabaseResult(db_path, node.node_name, "processed")
-        began = time.perf_counter()
-        listeners = bool(self.manager.hook.token_synced.get_hookimpls())
-        written: list[tuple[Any, ...]] = []
-        try:
-            with store.transaction() as conn:
-                if conn.dialect.name == "postgresql":
-                    # two machines syncing the same database take turns instead of interleaving
-                    conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:p))"),
-                                 {"p": db_path})
-                conn.execute(sa.delete(TOKEN_TABLE).where(TOKEN_TABLE.c.db_path == db_path))
-                while True:
-                    item = self._get(job)
-                    if isinstance(item, BaseException):
-                        raise item
-                    if isinstance(item, _Start):
-                        result.ipfs_mode = item.mode
-                        self.observer.database_started(node, item.tokens)
-                        continue
-                    if isinstance(item, _End):
-                        result.bad_timestamp_count = item.bad_timestamps
-                        break
-                    store.bulk_insert(TOKEN_TABLE, item, columns=COLUMNS, connection=conn)
-                    ok = sum(1 for row in item if row[_FETCHED])
-                    result.record_count += len(item)
-                    result.ipfs_success_count += ok
-                    result.ipfs_fail_count += len(item) - ok
-                    for row in item:
-                        if row[_ERROR] is not None:
-                            self._errors[row[_ERROR]] = self._errors.get(row[_ERROR], 0) + 1
-                    if listeners:
-                        written.extend(item)
-                    self.observer.tokens_written(len(item), ok, len(item) - ok)
-                result.duration_s = time.perf_counter() - began
-                self._save_processed(conn, job, result, source_ip)
-        except NodeDatabaseError as exc:
-            result = self._failed(store, job, result, source_ip, exc.kind, str(exc), began)
-        except (KeyboardInterrupt, StoreError):
-            raise
-        except RubixError as exc:
-            result = self._failed(store, job, result, source_ip, "error", str(exc), began)
-        except Exception as exc:
-            log.exception("unexpected failure while syncing %s", db_path)
-            result = self._failed(store, job, result, source_ip, "unexpected",
-                                  f"{type(exc).__name__}: {exc}", began)
-        self.observer.database_finished(result)
-        for row in written:
-            self.manager.notify("token_synced", record=dict(zip(COLUMNS, row, strict=True)))
-        self._announce(result)
-        return result
-
-    def _failed(self, store: Any, job: _Job, result: DatabaseResult, source_ip: str, kind: str,
-                message: str, began: float) -> DatabaseResult:
-        failed = DatabaseResult(result.db_path, result.node_name, "failed", error=message,
-                                error_kind=kind, ipfs_mode=result.ipfs_mode,
-                                duration_s=time.perf_counter() - began)
-        log.warning("database failed: %s", message)
-        # earlier rows of this database stay: nothing is lost when a database turns unreadable
-        with store.transaction() as conn:
-            self._save_processed(conn, job, failed, source_ip)
-        return failed
-
-    def _save_processed(self, conn: Any, job: _Job, result: DatabaseResult,
-                        source_ip: str) -> None:
-        t = PROCESSED_TABLE
-        conn.execute(sa.delete(t).where(t.c.db_path == result.db_path))
-        conn.execute(sa.insert(t).values(
-            db_path=result.db_path, node_name=result.node_name, source_ip=source_ip,
-            last_modified=job.last_modified, fingerprint=job.fingerprint,
-            last_processed=datetime.now(timezone.utc), record_count=result.record_count,
-            ipfs_success_count=result.ipfs_success_count,
-            ipfs_fail_count=result.ipfs_fail_count,
-            bad_timestamp_count=result.bad_timestamp_count, status=result.status,
-            error=result.error, duration_s=result.duration_s,
-        ))
+    # --- events ----------------------------------------------------------------------------------
 
     def _announce(self, result: DatabaseResult) -> None:
         self.manager.notify("database_processed", result=result.as_dict())
 
-
-def _record(r: TokenRow, c: Content, source_ip: str, node_name: str, mode: str | None,
-            db_path: str, ipfs_path: str | None, modified: datetime | None,
-            synced_at: datetime) -> tuple[Any, ...]:
-    return (
-        source_ip, node_name, r.kind, r.did if r.kind == "token" else r.owner_did, r.token_id,
-        r.created_at, r.updated_at, r.token_status, r.parent_token_id, r.token_value,
-        r.token_state_hash, r.transaction_id, r.added, r.sync_status, r.ft_name, r.owner_did,
-        r.creator_did, c.data, c.encoding, c.size, c.fetched, c.error, mode, c.name, c.number,
-        c.creator, db_path, ipfs_path, modified, synced_at,
-    )
-
-
-def _batched(rows: Iterable[TokenRow], size: int) -> Iterator[list[TokenRow]]:
-    iterator = iter(rows)
-    while chunk := list(islice(iterator, size)):
-        yield chunk
-
-
-def _drain(q: queue.Queue[_Item]) -> None:
-    try:
-        while True:
-            q.get_nowait()
-    except queue.Empty:
-        pass
+    def _announce_tokens(self, result: DatabaseResult) -> None:
+        if not self.manager.hook.token_synced.get_hookimpls():
+            return
+        t = TOKEN_TABLE
+        with self.manager.store.connect() as conn:
+            rows = conn.execute(sa.select(*(t.c[c] for c in COLUMNS))
+                                .where(t.c.db_path == result.db_path))
+            for row in rows:
+                self.manager.notify("token_synced", record=dict(zip(COLUMNS, row, strict=True)))
 
 
 def detect_source_ip() -> str:
     """The address of the interface that routes outward, found without sending a packet."""
     import socket
 
-    for family, target in ((socket.AF_INET, ("192.0.2.1", 9)), (socket.AF_INET6, ("2001:db8::1", 9))):
+    targets = ((socket.AF_INET, ("192.0.2.1", 9)), (socket.AF_INET6, ("2001:db8::1", 9)))
+    for family, target in targets:
         try:
             with socket.socket(family, socket.SOCK_DGRAM) as sock:
-                sock.connect(target)  # UDP connect only picks a route; nothing is sent
+                sock.connect(target)  # a UDP connect only picks a route; nothing is sent
                 address = str(sock.getsockname()[0])
                 if address and not address.startswith(("0.", "::")):
                     return address
         except OSError:
             continue
     return "127.0.0.1"
-

@@ -1,4 +1,4 @@
-"""An IPFS backend serving a folder of files named by their CID (``<ipfs_path>/cid-cache/<cid>``)."""
+"""An IPFS backend serving a folder of files named by their CID (``<ipfs_path>/cid-cache/``)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,7 @@
+"""Errors of the provenance log; they live in :mod:`rubix_integration.errors` with the others."""
+
+from __future__ import annotations
+
+from rubix_integration.errors import InvalidDataError, PayloadTooLargeError, RecordNotFoundError
+
+__all__ = ["InvalidDataError", "PayloadTooLargeError", "RecordNotFoundError"]

@@ -1,0 +1,595 @@
+"""The provenance log: content-addressed, hash-chained records in the configured store.
+
+Each record is one canonical DAG-JSON block (see :mod:`rubix_integration.provenance.dagjson`)::
+
+    {"chain":"…","data":{…},"node":"<store node id>","prev":{"/":"<previous CID>"}|null,
+     "seq":N,"time":"2025-01-02T03:04:05.123456Z","type":"…"}
+
+named by its CIDv1 (dag-json codec, sha2-256). Records form hash chains: each links the CID of
+the record before it in the same chain. Every logger writes its own chain (a random id unless
+``chain=`` names one), so writers on many machines never wait for one another; :meth:`verify`
+checks every chain. A named chain is resumed from its last stored record; two loggers writing one
+named chain at once are refused by a unique constraint rather than forking it.
+
+Records live in the store first (``provenance_records``); :meth:`ProvenanceLogger.publish` pushes
+their blocks to an IPFS node when one is available, and :meth:`ProvenanceLogger.status` says how
+many are local only. Each committed record is announced through the ``provenance_recorded`` hook.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from rubix_integration.codecs import CID, parse_cid
+from rubix_integration.errors import InvalidCIDError, StoreError
+from rubix_integration.provenance import dagjson
+from rubix_integration.provenance._query import data_condition, parse_filters, to_us
+from rubix_integration.provenance.errors import (
+    InvalidDataError,
+    PayloadTooLargeError,
+    RecordNotFoundError,
+)
+from rubix_integration.provenance.models import PROVENANCE_TABLE
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import Connection
+
+    from rubix_integration._manager import Manager
+    from rubix_integration.ipfs.base import IPFSBackend
+    from rubix_integration.stores.base import Store
+
+__all__ = [
+    "MAX_RECORD_BYTES",
+    "ChainProblem",
+    "ProvenanceLogger",
+    "ProvenanceRecord",
+    "Recording",
+    "VerifyReport",
+]
+
+#: Largest encoded record accepted (the DAG-JSON block, data included): 1 MiB.
+MAX_RECORD_BYTES = 1024 * 1024
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+_RAW_COLUMNS = ("cid", "chain", "seq", "prev", "type", "timestamp_us", "origin_node", "data",
+                "block", "published")
+# same name and columns as provenance_records, but data typed as text (never created)
+_RAW_TABLE = sa.Table(
+    PROVENANCE_TABLE.name, sa.MetaData(),
+    *(sa.Column(c, sa.Text if c == "data" else PROVENANCE_TABLE.c[c].type) for c in _RAW_COLUMNS),
+)
+_MAX_TYPE_LENGTH = 200
+
+
+def now_us() -> int:
+    """Microseconds since the epoch, from the system clock."""
+    return time.time_ns() // 1000
+
+
+_second_cache: list[Any] = [None, ""]
+
+
+def format_time(us: int) -> str:
+    """``2025-01-02T03:04:05.123456Z`` for microseconds since the epoch."""
+    seconds, micros = divmod(us, 1_000_000)
+    cache = _second_cache
+    if cache[0] != seconds:
+        cache[1] = (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
+        cache[0] = seconds
+    return f"{cache[1]}.{micros:06d}Z"
+
+
+def _time_from_text(text: str) -> int:
+    return to_us(text)
+
+
+@dataclass(frozen=True)
+class ProvenanceRecord:
+    """One record: its CID, its place in its chain, and what it says.
+
+    ``data`` holds links as :class:`~rubix_integration.codecs.CID` and bytes as :class:`bytes`,
+    exactly as the block encodes them. :meth:`as_dict` gives plain JSON values.
+    """
+
+    cid: str
+    prev: str | None
+    chain: str
+    seq: int
+    type: str
+    timestamp_us: int
+    origin_node: str
+    data: Any
+    published: bool = False
+
+    @property
+    def timestamp(self) -> datetime:
+        """When the record was made (UTC)."""
+        return _EPOCH + timedelta(microseconds=self.timestamp_us)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Plain JSON values: links and bytes in their DAG-JSON ``{"/": …}`` form."""
+        return {
+            "cid": self.cid,
+            "prev": self.prev,
+            "chain": self.chain,
+            "seq": self.seq,
+            "type": self.type,
+            "timestamp": format_time(self.timestamp_us),
+            "origin_node": self.origin_node,
+            "data": dagjson.to_json_form(self.data),
+            "published": self.published,
+        }
+
+
+@dataclass(frozen=True)
+class ChainProblem:
+    """One defect :meth:`ProvenanceLogger.verify` found.
+
+    ``kind`` is ``"altered"`` (the record's bytes or columns no longer match its CID, or its CID
+    no longer matches the link the next record holds), ``"removed"`` (records are missing before
+    this one: its link or its sequence number points past a gap) or ``"reordered"`` (the record
+    is intact but stored at another position than the one its block states).
+    """
+
+    kind: str
+    chain: str
+    seq: int
+    cid: str
+    detail: str
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    """What :meth:`ProvenanceLogger.verify` checked and found."""
+
+    records: int
+    chains: int
+    problems: tuple[ChainProblem, ...] = field(default_factory=tuple)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "records": self.records,
+            "chains": self.chains,
+            "problems": [p.__dict__ for p in self.problems],
+        }
+
+
+class Recording:
+    """Records being appended to one chain, committed together with the caller's transaction.
+
+    Obtained from :meth:`ProvenanceLogger.recording`. :meth:`add` encodes and validates at once
+    (so bad data fails before anything is written); :meth:`flush` inserts what was added into a
+    transaction. The chain head advances, and hooks fire, only when the ``recording()`` block ends
+    without an error, that is after the caller's transaction has committed.
+    """
+
+    def __init__(self, logger: ProvenanceLogger, head: tuple[str | None, int]) -> None:
+        self._logger = logger
+        self._prev, self._seq = head
+        self.records: list[ProvenanceRecord] = []
+        self._rows: list[dict[str, Any]] = []
+
+    def add(self, type: str, data: Any, *, timestamp_us: int | None = None) -> ProvenanceRecord:
+        """Encode one record after the ones already added; return it (not yet written)."""
+        if not isinstance(type, str) or not type or len(type) > _MAX_TYPE_LENGTH:
+            raise InvalidDataError(
+                f"a record type must be non-empty text of at most {_MAX_TYPE_LENGTH} characters, "
+                f"not {type!r}", path="type")
+        data_bytes = dagjson.encode(data)
+        if len(data_bytes) > MAX_RECORD_BYTES:
+            raise PayloadTooLargeError(
+                f"record data is {len(data_bytes)} bytes encoded; the limit is "
+                f"{MAX_RECORD_BYTES} bytes (store large content in IPFS and record its CID)",
+                size=len(data_bytes), limit=MAX_RECORD_BYTES, path="data")
+        logger = self._logger
+        ts = now_us() if timestamp_us is None else int(timestamp_us)
+        seq = self._seq + 1
+        enc = dagjson._encode_str
+        prev_text = "null" if self._prev is None else '{"/":' + enc(self._prev) + "}"
+        data_text = data_bytes.decode("utf-8")
+        block_text = (
+            '{"chain":' + enc(logger.chain) + ',"data":' + data_text
+            + ',"node":' + enc(logger.node_id) + ',"prev":' + prev_text
+            + ',"seq":' + str(seq) + ',"time":' + enc(format_time(ts))
+            + ',"type":' + enc(type) + "}"
+        )
+        block = block_text.encode("utf-8")
+        cid = dagjson.cid_text_for_block(block)
+        json_data = json.loads(data_text)
+        # only data holding links or bytes has "/" keys to turn back into CIDs and bytes
+        revived = dagjson.from_json_form(json_data) if '"/"' in data_text else json_data
+        record = ProvenanceRecord(cid=cid, prev=self._prev, chain=logger.chain, seq=seq,
+                                  type=type, timestamp_us=ts, origin_node=logger.node_id,
+                                  data=revived)
+        self._rows.append({
+            "cid": cid, "chain": logger.chain, "seq": seq, "prev": self._prev, "type": type,
+            "timestamp_us": ts, "origin_node": logger.node_id, "data": json_data,
+            "block": block_text, "published": False, "data_text": data_text,
+        })
+        self.records.append(record)
+        self._prev, self._seq = cid, seq
+        return record
+
+    def flush(self, conn: Connection) -> None:
+        """Insert every record added since the last flush into ``conn``'s transaction."""
+        rows, self._rows = self._rows, []
+        if not rows:
+            return
+        if len(rows) < 8:
+            conn.execute(sa.insert(PROVENANCE_TABLE),
+                         [{k: v for k, v in r.items() if k != "data_text"} for r in rows])
+        else:
+            # the data is already JSON text: a text-typed view of the table skips re-encoding
+            self._logger.store.bulk_insert(
+                _RAW_TABLE, [tuple(r["data_text" if c == "data" else c] for c in _RAW_COLUMNS)
+                             for r in rows],
+                columns=_RAW_COLUMNS, connection=conn)
+
+    @property
+    def head(self) -> tuple[str | None, int]:
+        return self._prev, self._seq
+
+
+class ProvenanceLogger:
+    """Append, query, verify, publish and export provenance records.
+
+    ``manager`` supplies the store, the IPFS backend and the hooks. ``chain`` names the chain this
+    logger writes (resumed from the store); by default every logger starts a chain of its own.
+    Safe to share between threads of one process.
+    """
+
+    def __init__(self, manager: Manager, *, chain: str | None = None) -> None:
+        self.manager = manager
+        self.chain = chain if chain is not None else uuid.uuid4().hex
+        if not self.chain or len(self.chain) > 128:
+            raise ValueError("a chain name must be 1 to 128 characters")
+        self._named = chain is not None
+        self._lock = threading.RLock()
+        self._head: tuple[str | None, int] | None = None if self._named else (None, -1)
+        self._node_id: str | None = None
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    @property
+    def store(self) -> Store:
+        return self.manager.store
+
+    @property
+    def node_id(self) -> str:
+        """The id of the store this logger writes to (recorded as ``node`` in every block)."""
+        if self._node_id is None:
+            from rubix_integration.stores.models import get_node_id
+
+            self._node_id = get_node_id(self.store)
+        return self._node_id
+
+    def _load_head(self) -> tuple[str | None, int]:
+        t = PROVENANCE_TABLE
+        with self.store.connect() as conn:
+            row = conn.execute(
+                sa.select(t.c.cid, t.c.seq).where(t.c.chain == self.chain)
+                .order_by(t.c.seq.desc()).limit(1)).first()
+        return (None, -1) if row is None else (str(row.cid), int(row.seq))
+
+    @contextmanager
+    def recording(self) -> Iterator[Recording]:
+        """Append records atomically with the caller's own writes (see :class:`Recording`)::
+
+            with logger.recording() as rec, store.transaction() as conn:
+                ...  # the caller's writes
+                rec.add("event", {...})
+                rec.flush(conn)
+        """
+        with self._lock:
+            _ = self.node_id
+            if self._head is None:
+                self._head = self._load_head()
+            rec = Recording(self, self._head)
+            try:
+                yield rec
+            except sa.exc.IntegrityError as exc:
+                self._head = None if self._named else self._head
+                raise StoreError(
+                    f"provenance chain {self.chain!r}: another writer appended to it at the same "
+                    f"time; nothing was written, retry: {' '.join(str(exc.orig).split())}",
+                    backend=self.store.name) from exc
+            if rec.records:
+                self._head = rec.head
+        self._announce(rec.records)
+
+    def _announce(self, records: Sequence[ProvenanceRecord]) -> None:
+        if not records:
+            return
+        hook = getattr(self.manager.hook, "provenance_recorded", None)
+        if hook is None or not hook.get_hookimpls():
+            return
+        for record in records:
+            self.manager.notify("provenance_recorded", record=record.as_dict())
+
+    # --- appending -----------------------------------------------------------------------------
+
+    def append(self, type: str, data: Any) -> ProvenanceRecord:
+        """Append one record of ``type`` with ``data``; return it once committed."""
+        return self.append_many([(type, data)])[0]
+
+    def append_many(self, items: Sequence[tuple[str, Any]]) -> list[ProvenanceRecord]:
+        """Append many records in one transaction (the fast path); all or nothing."""
+        with self.recording() as rec:
+            for type_, data in items:
+                rec.add(type_, data)
+            with self.store.transaction() as conn:
+                rec.flush(conn)
+        return list(rec.records)
+
+    def log_event(self, type: str, data: Any) -> str:
+        """Record an event of any ``type``; return the record's CID."""
+        return self.append(type, data).cid
+
+    def track_provenance(self, operation: str, data: Mapping[str, Any]) -> str:
+        """Record that ``operation`` happened (type ``operation``); return the CID."""
+        return self.append("operation", _merge({"operation": operation}, data)).cid
+
+    def log_inference(self, model: str, data: Mapping[str, Any]) -> str:
+        """Record a model inference (type ``inference``, ``data.model`` = ``model``)."""
+        return self.append("inference", _merge({"model": model}, data)).cid
+
+    def log_transformation(
+        self,
+        name: str,
+        params: Mapping[str, Any] | None = None,
+        *,
+        input_cid: str | CID | Sequence[str | CID] | None = None,
+        output_cid: str | CID | Sequence[str | CID] | None = None,
+    ) -> str:
+        """Record a transformation of content (type ``transformation``).
+
+        ``input_cid`` and ``output_cid`` (one CID or several) are stored as IPLD links, so the
+        block links the content it speaks of; ``params`` are the transformation's parameters.
+        """
+        payload: dict[str, Any] = {"name": name, "params": dict(params or {})}
+        if input_cid is not None:
+            payload["input"] = _links(input_cid, "input_cid")
+        if output_cid is not None:
+            payload["output"] = _links(output_cid, "output_cid")
+        return self.append("transformation", payload).cid
+
+    def log_worker_execution(self, worker_id: str, task_id: str,
+                             data: Mapping[str, Any]) -> str:
+        """Record a worker's run of a task (type ``worker_execution``)."""
+        return self.append("worker_execution",
+                           _merge({"worker_id": worker_id, "task_id": task_id}, data)).cid
+
+    def log_pr_activity(self, number: int, kind: str, data: Mapping[str, Any]) -> str:
+        """Record activity on a pull request (type ``pr_activity``)."""
+        return self.append("pr_activity", _merge({"number": number, "kind": kind}, data)).cid
+
+    # --- reading -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _record(row: Any) -> ProvenanceRecord:
+        data = row.data
+        if isinstance(data, str):  # a JSON column read through a plain text path
+            data = json.loads(data)
+        return ProvenanceRecord(
+            cid=row.cid, prev=row.prev, chain=row.chain, seq=int(row.seq), type=row.type,
+            timestamp_us=int(row.timestamp_us), origin_node=row.origin_node,
+            data=dagjson.from_json_form(data), published=bool(row.published))
+
+    def get(self, cid: str | CID) -> ProvenanceRecord:
+        """The record named ``cid``; :class:`RecordNotFoundError` when there is none."""
+        try:
+            text = str(parse_cid(cid))
+        except InvalidCIDError as exc:
+            raise RecordNotFoundError(f"no provenance record {str(cid)[:100]!r}: {exc}",
+                                      cid=str(cid)[:100]) from exc
+        t = PROVENANCE_TABLE
+        with self.store.connect() as conn:
+            row = conn.execute(sa.select(t).where(t.c.cid == text)).first()
+        if row is None:
+            raise RecordNotFoundError(f"no provenance record {text}", cid=text)
+        return self._record(row)
+
+    def get_block(self, cid: str | CID) -> bytes:
+        """The exact DAG-JSON bytes of record ``cid`` (what IPFS stores under that CID)."""
+        text = str(parse_cid(cid))
+        t = PROVENANCE_TABLE
+        with self.store.connect() as conn:
+            block = conn.execute(sa.select(t.c.block).where(t.c.cid == text)).scalar()
+        if block is None:
+            raise RecordNotFoundError(f"no provenance record {text}", cid=text)
+        return str(block).encode("utf-8")
+
+    def query_logs(
+        self,
+        filters: Mapping[str, Any] | None = None,
+        *,
+        limit: int | None = 100,
+        since: datetime | str | float | None = None,
+        until: datetime | str | float | None = None,
+        offset: int = 0,
+        newest_first: bool = True,
+    ) -> list[ProvenanceRecord]:
+        """Records matching every filter, newest first by default.
+
+        ``filters`` maps ``type``, ``chain``, ``origin_node``, ``cid``, ``prev`` or ``published``
+        to a value, or ``"data.<dotted.path>"`` (or ``"data"`` with a nested mapping) to a scalar
+        the field inside the data must equal. ``since`` (inclusive) and ``until`` (exclusive) are
+        datetimes (naive means UTC), ISO text or epoch seconds. ``limit=None`` returns all.
+        """
+        t = PROVENANCE_TABLE
+        columns, paths = parse_filters(filters)
+        dialect = self.store.engine.dialect.name
+        query = sa.select(t)
+        for name, value in columns.items():
+            query = query.where(t.c[name] == value)
+        for path, value in paths.items():
+            query = query.where(data_condition(dialect, t.c.data, path, value))
+        if since is not None:
+            query = query.where(t.c.timestamp_us >= to_us(since))
+        if until is not None:
+            query = query.where(t.c.timestamp_us < to_us(until))
+        if newest_first:
+            query = query.order_by(t.c.timestamp_us.desc(), t.c.id.desc())
+        else:
+            query = query.order_by(t.c.timestamp_us, t.c.id)
+        if limit is not None:
+            query = query.limit(limit)
+        if offset:
+            query = query.offset(offset)
+        with self.store.connect() as conn:
+            rows = conn.execute(query).all()
+        return [self._record(r) for r in rows]
+
+    def count(self, filters: Mapping[str, Any] | None = None) -> int:
+        """How many records match ``filters`` (as in :meth:`query_logs`)."""
+        t = PROVENANCE_TABLE
+        columns, paths = parse_filters(filters)
+        dialect = self.store.engine.dialect.name
+        query = sa.select(sa.func.count()).select_from(t)
+        for name, value in columns.items():
+            query = query.where(t.c[name] == value)
+        for path, value in paths.items():
+            query = query.where(data_condition(dialect, t.c.data, path, value))
+        with self.store.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def chains(self) -> list[str]:
+        """Every chain id in the store."""
+        t = PROVENANCE_TABLE
+        with self.store.connect() as conn:
+            return [str(c) for c in conn.execute(
+                sa.select(t.c.chain).distinct().order_by(t.c.chain)).scalars()]
+
+    # --- verification --------------------------------------------------------------------------
+
+    def verify(self, *, chain: str | None = None) -> VerifyReport:
+        """Recompute every CID and link; report each altered, removed or reordered record."""
+        from rubix_integration.provenance._verify import verify_rows
+
+        t = PROVENANCE_TABLE
+        query = sa.select(t.c.cid, t.c.chain, t.c.seq, t.c.prev, t.c.type, t.c.timestamp_us,
+                          t.c.origin_node, t.c.data, t.c.block)
+        if chain is not None:
+            query = query.where(t.c.chain == chain)
+        query = query.order_by(t.c.chain, t.c.seq, t.c.id)
+        with self.store.connect() as conn:
+            result = conn.execution_options(yield_per=2000).execute(query)
+            return verify_rows(result)
+
+    # --- IPFS ----------------------------------------------------------------------------------
+
+    def publish(self, backend: IPFSBackend | None = None, *, batch: int = 500,
+                timeout: float | None = None) -> int:
+        """Push the blocks of every unpublished record to IPFS; return how many were pushed.
+
+        ``backend`` defaults to the Manager's chosen IPFS backend. Each block is stored under its
+        CID (``block put`` with the dag-json codec) and the record is marked published.
+        """
+        target = backend if backend is not None else self.manager.ipfs()
+        t = PROVENANCE_TABLE
+        pushed = 0
+        last_id = 0
+        while True:
+            with self.store.connect() as conn:
+                rows = conn.execute(
+                    sa.select(t.c.id, t.c.cid, t.c.block)
+                    .where(t.c.published.is_(False), t.c.id > last_id)
+                    .order_by(t.c.id).limit(batch)).all()
+            if not rows:
+                return pushed
+            done: list[int] = []
+            for row in rows:
+                target.put_block(str(row.block).encode("utf-8"), cid=row.cid, timeout=timeout)
+                done.append(int(row.id))
+            with self.store.transaction() as conn:
+                conn.execute(sa.update(t).where(t.c.id.in_(done)).values(published=True))
+            pushed += len(done)
+            last_id = done[-1]
+
+    def status(self) -> dict[str, Any]:
+        """Records held, how many are published to IPFS, and where publishing would go."""
+        t = PROVENANCE_TABLE
+        with self.store.connect() as conn:
+            total, published = conn.execute(
+                sa.select(sa.func.count(), sa.func.coalesce(
+                    sa.func.sum(sa.case((t.c.published.is_(True), 1), else_=0)), 0))
+            ).one()
+        out: dict[str, Any] = {
+            "records": int(total),
+            "published": int(published),
+            "local_only": int(total) - int(published),
+            "chain": self.chain,
+            "store": self.store.name,
+        }
+        try:
+            choice = self.manager.choose_ipfs()
+            available = self.manager.is_ipfs_available()
+            out["ipfs_backend"] = choice.name
+            out["ipfs_node_available"] = available
+            out["mode"] = (f"local-first; publish() pushes blocks to IPFS through {choice.name!r}"
+                           if available else
+                           "local only: no IPFS node reachable; records stay in the store")
+        except Exception as exc:  # status must never fail on detection problems
+            out["ipfs_backend"] = None
+            out["ipfs_node_available"] = False
+            out["mode"] = f"local only: IPFS detection failed: {exc}"
+        return out
+
+    # --- export --------------------------------------------------------------------------------
+
+    def export_prov(self, filters: Mapping[str, Any] | None = None, **kwargs: Any) -> Any:
+        """A :class:`prov.model.ProvDocument` of the matching records (see ``prov_export``)."""
+        from rubix_integration.provenance.prov_export import to_prov_document
+
+        records = self.query_logs(filters, limit=None, newest_first=False, **kwargs)
+        return to_prov_document(records)
+
+    def export_prov_json(self, filters: Mapping[str, Any] | None = None, **kwargs: Any) -> str:
+        """W3C PROV-JSON text of the matching records."""
+        return str(self.export_prov(filters, **kwargs).serialize(format="json"))
+
+    def __repr__(self) -> str:
+        return f"<ProvenanceLogger chain={self.chain!r}>"
+
+
+def _merge(fixed: dict[str, Any], data: Mapping[str, Any] | None) -> dict[str, Any]:
+    if data is None:
+        return fixed
+    if not isinstance(data, Mapping):
+        raise InvalidDataError(f"data must be a mapping, not {type(data).__name__}", path="data")
+    out = dict(data)
+    for key, value in fixed.items():
+        if key in out and out[key] != value:
+            raise InvalidDataError(
+                f"data[{key!r}] is set by the call itself ({value!r}); remove it from data",
+                path=f"data[{key!r}]")
+        out[key] = value
+    return out
+
+
+def _links(value: str | CID | Sequence[str | CID], name: str) -> CID | list[CID]:
+    def one(v: str | CID) -> CID:
+        try:
+            return parse_cid(v)
+        except InvalidCIDError as exc:
+            raise InvalidDataError(f"{name}: {exc}", path=name) from exc
+
+    if isinstance(value, (str, CID)):
+        return one(value)
+    return [one(v) for v in value]

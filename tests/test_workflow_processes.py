@@ -1,0 +1,180 @@
+"""Worker processes on real stores: draining a queue, and a worker killed while it holds a task."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from rubix_integration import Manager
+
+ROOT = Path(__file__).resolve().parent.parent
+
+pytestmark = pytest.mark.slow
+
+
+def _worker(store_url: str, log_dir: Path, *args: str) -> subprocess.Popen[bytes]:
+    env = dict(os.environ)
+    env["RUBIX_TEST_HANDLER_LOG"] = str(log_dir)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.Popen(
+        [sys.executable, "-m", "rubix_integration", "tasks", "worker", "--store", store_url,
+         *args],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        start_new_session=True)
+
+
+def _wait_all(procs: list[subprocess.Popen[bytes]], timeout: float) -> list[str]:
+    deadline = time.monotonic() + timeout
+    errors = []
+    for proc in procs:
+        try:
+            _, err = proc.communicate(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            _, err = proc.communicate(timeout=10)
+            errors.append(f"worker {proc.pid} timed out: {err.decode()[-2000:]}")
+            continue
+        if proc.returncode != 0:
+            errors.append(f"worker {proc.pid} exited {proc.returncode}: {err.decode()[-2000:]}")
+    return errors
+
+
+@pytest.fixture
+def cleanup() -> Iterator[list[subprocess.Popen[bytes]]]:
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def _runs(log_dir: Path) -> collections.Counter[str]:
+    runs: collections.Counter[str] = collections.Counter()
+    for path in log_dir.glob("*.log"):
+        for line in path.read_text().splitlines():
+            runs[line.split()[0]] += 1
+    return runs
+
+
+def _completions(manager: Manager) -> collections.Counter[str]:
+    records = manager.query_logs({"type": "task_state", "data.new_state": "completed"},
+                                 limit=None)
+    return collections.Counter(r.data["task_id"] for r in records)
+
+
+@pytest.mark.parametrize(("store_kind", "tasks", "workers"), [
+    pytest.param("postgresql", 10_000, 8, marks=pytest.mark.postgres, id="postgresql"),
+    pytest.param("sqlite", 1_000, 4, id="sqlite"),
+])
+def test_workers_drain_the_queue_each_task_completed_exactly_once(
+    store_url: str, tmp_path: Path, cleanup: list[subprocess.Popen[bytes]], tasks: int,
+    workers: int,
+) -> None:
+    log_dir = tmp_path / "runs"
+    log_dir.mkdir()
+    with Manager(store_url=store_url) as manager:
+        created = manager.workflow.submit_tasks(
+            {"task_id": f"t{i:05d}", "task_type": "echo", "data": {"i": i},
+             "priority": i % 3} for i in range(tasks))
+        assert created == tasks
+        started = time.monotonic()
+        cleanup.extend(_worker(store_url, log_dir, "--handler", "tests.workflow_handlers:echo",
+                               "--exit-when-idle", "--idle-timeout", "1", "--poll", "0.05")
+                       for _ in range(workers))
+        errors = _wait_all(cleanup, timeout=150)
+        elapsed = time.monotonic() - started
+        assert not errors, errors
+        counts = manager.workflow.counts()
+        assert counts["completed"] == tasks, counts
+        done = manager.list_tasks({"state": "completed"}, limit=None)
+        assert {t.task_id for t in done} == {f"t{i:05d}" for i in range(tasks)}
+        assert all(t.attempts == 1 for t in done)
+        assert all(t.result["echo"] == {"i": int(t.task_id[1:])} for t in done)
+        # every handler ran once, and exactly one completion per task was accepted
+        runs = _runs(log_dir)
+        assert len(runs) == tasks and set(runs.values()) == {1}
+        completions = _completions(manager)
+        assert len(completions) == tasks and set(completions.values()) == {1}
+        pids = {t.result["pid"] for t in done}
+        assert len(pids) > 1, "the work was not shared"
+        assert manager.provenance.verify().ok
+    print(f"\n{workers} workers drained {tasks} tasks in {elapsed:.1f}s "
+          f"({tasks / elapsed:.0f}/s)")
+
+
+def test_killed_worker_task_is_claimed_again_after_its_lease(
+    store_url: str, tmp_path: Path, cleanup: list[subprocess.Popen[bytes]],
+) -> None:
+    log_dir = tmp_path / "runs"
+    log_dir.mkdir()
+    with Manager(store_url=store_url) as manager:
+        manager.submit_task("victim", "work", {"n": 1})
+        first = _worker(store_url, log_dir, "--handler", "tests.workflow_handlers:slow_once",
+                        "--lease", "1.5", "--worker-id", "first")
+        cleanup.append(first)
+        deadline = time.monotonic() + 30
+        while not (log_dir / "started").exists():
+            assert time.monotonic() < deadline, "the first worker never started the task"
+            time.sleep(0.05)
+        # the worker heartbeats while the handler runs: the lease stays held past its length
+        time.sleep(2.0)
+        held = manager.get_task_status("victim")
+        assert held.state == "running" and held.worker_id == "first"
+        assert held.lease_expires_at_us is not None
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait(timeout=10)
+        killed_at = time.time()
+
+        second = _worker(store_url, log_dir, "--handler", "tests.workflow_handlers:slow_once",
+                         "--lease", "1.5", "--worker-id", "second", "--exit-when-idle",
+                         "--idle-timeout", "6", "--poll", "0.1")
+        cleanup.append(second)
+        assert not _wait_all([second], timeout=60)
+        task = manager.get_task_status("victim")
+        assert task.state == "completed"
+        assert task.worker_id == "second" and task.attempts == 2
+        assert task.result["attempt"] == 2
+        assert task.finished_at_us is not None
+        assert task.finished_at_us / 1e6 >= held.lease_expires_at_us / 1e6 - 0.01
+        assert task.finished_at_us / 1e6 >= killed_at
+        assert _completions(manager) == {"victim": 1}
+        assert _runs(log_dir)["victim"] == 2
+
+
+@pytest.mark.parametrize("interrupts", [1, 2])
+def test_ctrl_c_finishes_or_releases_the_current_task(
+    tmp_path: Path, cleanup: list[subprocess.Popen[bytes]], interrupts: int,
+) -> None:
+    store_url = f"sqlite:///{tmp_path / 'w.sqlite'}"
+    log_dir = tmp_path / "runs"
+    log_dir.mkdir()
+    with Manager(store_url=store_url) as manager:
+        manager.submit_task("t", "work", {"seconds": 3})
+        manager.submit_task("next", "work", {"seconds": 3})
+        proc = _worker(store_url, log_dir, "--handler", "tests.workflow_handlers:slow",
+                       "--worker-id", "w")
+        cleanup.append(proc)
+        deadline = time.monotonic() + 30
+        while not (log_dir / "started").exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        for _ in range(interrupts):
+            proc.send_signal(signal.SIGINT)
+            time.sleep(0.3)
+        assert not _wait_all([proc], timeout=30)
+        task = manager.get_task_status("t")
+        if interrupts == 1:
+            assert task.state == "completed" and task.result == {"slept": True}
+        else:
+            assert task.state == "pending" and task.attempts == 0 and task.worker_id == "w"
+        # the worker stopped instead of taking the next task
+        assert manager.get_task_status("next").state == "pending"
