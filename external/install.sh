@@ -23,6 +23,10 @@ if [[ -x "$bin" && -f "$installed_lock" && ! "$lock" -nt "$installed_lock" ]]; t
 fi
 
 echo "js-ipfs: installing from package-lock.json (a few minutes, ~300 MB)"
-(cd "$jsipfs_dir" && npm ci --no-audit --no-fund) || die "npm ci failed in $jsipfs_dir"
-[[ -x "$bin" ]] || die "npm ci finished but $bin does not exist"
+# Not `npm ci`: an optional dependency deep in the tree (electron-eval -> headless) points at a
+# tarball that no registry serves, so it is absent from the lock and `npm ci` refuses the lock.
+# `npm install --no-save` installs exactly what the lock pins and leaves the lock untouched.
+(cd "$jsipfs_dir" && timeout 1200 npm install --no-audit --no-fund --no-save --prefer-offline) \
+    || die "npm install failed in $jsipfs_dir"
+[[ -x "$bin" ]] || die "npm install finished but $bin does not exist"
 echo "js-ipfs: installed ($bin)"

@@ -50,6 +50,12 @@ class IPFSChoice:
     name: str
     reason: str
     candidates: Mapping[str, IPFSDetection]
+    fallbacks: tuple[str, ...] = ()
+
+    @property
+    def backend_name(self) -> str:
+        """The chosen backend, then its fallbacks, as :meth:`Manager.ipfs` builds it."""
+        return "+".join((self.name, *self.fallbacks))
 
 
 class Manager:
@@ -190,31 +196,46 @@ class Manager:
         det = candidates[picked]
         how = "auto" if det.available else "auto (forced by a plugin)"
         reason = f"{how}: {det.reason}"
+        # what the fastest backend lacks (blocks not on disk), the others may still serve
+        fallbacks = tuple(n for n, d in candidates.items()
+                          if d.available and n not in (picked, FALLBACK_BACKEND))
+        if picked != FALLBACK_BACKEND and fallbacks:
+            reason += f"; content it lacks is read through {', then '.join(fallbacks)}"
+        else:
+            fallbacks = ()
         if picked == FALLBACK_BACKEND:
             reason = "auto: no other backend can serve; " + det.reason
             if s.enabled == "1":
                 self._warn("RUBIX_INTEGRATION_ENABLED=1 but no IPFS node can be reached for "
                            f"{path}; using the embedded content store")
-        return IPFSChoice(path, picked, reason, candidates)
+        return IPFSChoice(path, picked, reason, candidates, fallbacks)
 
     def ipfs(self, ipfs_path: Path | str | None = None, *,
              backend: str | None = None) -> IPFSBackend:
         """The IPFS backend serving ``ipfs_path`` (default: the configured repo), built once.
 
-        ``backend`` names the backend to use instead of the one :meth:`choose_ipfs` picks.
+        ``backend`` names the backend to use instead of the one :meth:`choose_ipfs` picks;
+        ``"repo+http"`` chains backends (see :class:`~rubix_integration.ipfs.FallbackBackend`).
         """
         path = self._resolve_path(ipfs_path)
-        name = backend if backend is not None else self.choose_ipfs(path).name
+        name = backend if backend is not None else self.choose_ipfs(path).backend_name
         key = (name, path)
         with self._lock:
             existing = self._ipfs.get(key)
             if existing is not None:
                 return existing
-        backends = self.plugins.ipfs_backends()
-        if name not in backends:
-            raise ConfigError(f"no IPFS backend named {name!r}; known: {', '.join(backends)}",
-                              name="backend", value=name, allowed=tuple(backends))
-        built = backends[name](self._context(path))
+        built: IPFSBackend
+        if "+" in name:
+            from rubix_integration.ipfs._chain import FallbackBackend
+
+            built = FallbackBackend([self.ipfs(path, backend=part) for part in name.split("+")])
+        else:
+            backends = self.plugins.ipfs_backends()
+            if name not in backends:
+                raise ConfigError(
+                    f"no IPFS backend named {name!r}; known: {', '.join(backends)}",
+                    name="backend", value=name, allowed=tuple(backends))
+            built = backends[name](self._context(path))
         with self._lock:
             existing = self._ipfs.setdefault(key, built)
         if existing is not built:

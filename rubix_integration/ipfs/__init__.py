@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from rubix_integration.ipfs._chain import FallbackBackend
 from rubix_integration.ipfs.base import (
     AddedEntry,
     AddResult,
@@ -17,6 +18,7 @@ __all__ = [
     "AddResult",
     "AddedEntry",
     "DirEntry",
+    "FallbackBackend",
     "Health",
     "IPFSBackend",
     "IPFSContext",

@@ -18,6 +18,7 @@ import subprocess
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from rubix_integration.codecs import import_directory, parse_cid, verify_block
 from rubix_integration.errors import (
@@ -152,17 +153,37 @@ class CLIBackend(IPFSBackend):
         if self.context.ipfs_path is not None:
             env["IPFS_PATH"] = str(self.context.ipfs_path)
         what = " ".join(args[:2])
+        # stdout goes to a file, not a pipe: Node (js-ipfs) writes to pipes asynchronously and
+        # may exit before a large output is flushed, which silently truncates what was read
+        with tempfile.TemporaryFile() as sink:
+            out, err, process = self._communicate(command, sink, stdin, env, cwd, limit, what,
+                                                  cid, path)
+        if process.returncode != 0:
+            message = err.decode("utf-8", "replace").strip() or \
+                out.decode("utf-8", "replace").strip()[:500]
+            cls = _classify(message)
+            if cls is InvalidCIDError and cid is None:
+                cls = IPFSError
+            detail = message.splitlines()[-1] if message else f"exit status {process.returncode}"
+            error = cls(f"cli: {what}: {detail}", cid=cid, path=path, backend=self.name)
+            raise error from subprocess.CalledProcessError(process.returncode, command, out, err)
+        return out
+
+    def _communicate(
+        self, command: list[str], sink: Any, stdin: bytes | None, env: dict[str, str],
+        cwd: Path | None, limit: float, what: str, cid: str | None, path: str | None,
+    ) -> tuple[bytes, bytes, subprocess.Popen[bytes]]:
         try:
             process = subprocess.Popen(
                 command, stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, cwd=cwd,
+                stdout=sink, stderr=subprocess.PIPE, env=env, cwd=cwd,
                 start_new_session=True,
             )
         except OSError as exc:
             raise IPFSUnavailableError(f"cli: cannot run {self._binary}: {exc}", cid=cid,
                                        path=path, backend=self.name) from exc
         try:
-            out, err = process.communicate(stdin, timeout=limit)
+            _, err = process.communicate(stdin, timeout=limit)
         except subprocess.TimeoutExpired as exc:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGKILL)
@@ -175,16 +196,8 @@ class CLIBackend(IPFSBackend):
                 os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=KILL_WAIT)
             raise
-        if process.returncode != 0:
-            message = err.decode("utf-8", "replace").strip() or \
-                out.decode("utf-8", "replace").strip()[:500]
-            cls = _classify(message)
-            if cls is InvalidCIDError and cid is None:
-                cls = IPFSError
-            detail = message.splitlines()[-1] if message else f"exit status {process.returncode}"
-            error = cls(f"cli: {what}: {detail}", cid=cid, path=path, backend=self.name)
-            raise error from subprocess.CalledProcessError(process.returncode, command, out, err)
-        return out
+        sink.seek(0)
+        return sink.read(), err, process
 
     # --- reading ---------------------------------------------------------------------------------
 

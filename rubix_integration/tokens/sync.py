@@ -286,7 +286,7 @@ def _read_and_fetch(manager: Manager, task: _Task, opts: _Options, stop: _StopFl
     db = Path(task.db_path)
     bad = [0]
     pool = (ThreadPoolExecutor(max_workers=opts.fetch_threads, thread_name_prefix="rubix-fetch")
-            if backend is not None and backend.name in _IO_BOUND else None)
+            if backend is not None and backend.name.split("+")[0] in _IO_BOUND else None)
     errors = result.errors_by_kind
     try:
         with open_snapshot(db, tmp_dir=_tmp_dir(manager)) as conn:
@@ -515,8 +515,8 @@ class TokenSync:
             # with an explicit mode the configured backend serves nodes without a repo of their own
             if self.manager.settings.ipfs_mode in ("auto", "repo"):
                 return None
-            return self.manager.choose_ipfs().name
-        return self.manager.choose_ipfs(node.ipfs_path).name
+            return self.manager.choose_ipfs().backend_name
+        return self.manager.choose_ipfs(node.ipfs_path).backend_name
 
     def _process_count(self, tasks: list[_Task]) -> int:
         if self.processes is not None:
