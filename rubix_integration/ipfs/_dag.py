@@ -36,9 +36,9 @@ from rubix_integration.errors import (
     IPFSTimeoutError,
     NotAFileError,
 )
-from rubix_integration.ipfs.base import DirEntry
+from rubix_integration.ipfs.base import DirEntry, IPFSBackend
 
-__all__ = ["DagReader", "GetBlock", "Node", "deadline_for"]
+__all__ = ["DagBackend", "DagReader", "GetBlock", "Node", "deadline_for"]
 
 GetBlock = Callable[[CID], bytes]
 
@@ -325,3 +325,31 @@ def _range(size: int, offset: int, length: int | None) -> tuple[int, int]:
 def _safe_name(name: str) -> bool:
     return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name \
         and "\0" not in name
+
+
+class DagBackend(IPFSBackend):
+    """A backend that reads UnixFS content block by block through a :class:`DagReader`.
+
+    Subclasses set ``self._dag`` in ``__init__``; reads honour the context's default timeout.
+    """
+
+    _dag: DagReader
+
+    def _timeout(self, timeout: float | None) -> float:
+        return self.context.timeout if timeout is None else timeout
+
+    def cat(self, cid: str, *, offset: int = 0, length: int | None = None,
+            max_size: int | None = None, timeout: float | None = None) -> bytes:
+        return self._dag.cat(cid, offset=offset, length=length, max_size=max_size,
+                             timeout=self._timeout(timeout))
+
+    def iter_cat(self, cid: str, *, offset: int = 0, length: int | None = None,
+                 max_size: int | None = None, timeout: float | None = None) -> Iterator[bytes]:
+        return self._dag.iter_cat(cid, offset=offset, length=length, max_size=max_size,
+                                  timeout=self._timeout(timeout))
+
+    def ls(self, cid: str, *, timeout: float | None = None) -> list[DirEntry]:
+        return self._dag.ls(cid, timeout=self._timeout(timeout))
+
+    def get(self, cid: str, dest: Path, *, timeout: float | None = None) -> Path:
+        return self._dag.get(cid, dest, timeout=self._timeout(timeout))

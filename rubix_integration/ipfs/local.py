@@ -48,12 +48,11 @@ from rubix_integration.errors import (
     UnsupportedOperationError,
 )
 from rubix_integration.hookspecs import hookimpl
-from rubix_integration.ipfs._dag import DagReader
+from rubix_integration.ipfs._dag import DagBackend, DagReader
 from rubix_integration.ipfs._flatfs import DEFAULT_SHARD_FUNC, FlatFS
 from rubix_integration.ipfs.base import (
     AddedEntry,
     AddResult,
-    DirEntry,
     Health,
     IPFSBackend,
     IPFSContext,
@@ -79,7 +78,7 @@ def store_root(context: IPFSContext) -> Path:
     return Path(context.settings.data_dir) / "ipfs"
 
 
-class LocalBackend(IPFSBackend):
+class LocalBackend(DagBackend):
     """The embedded content store (see the module docstring for its layout).
 
     Options (``IPFSContext.options``): ``local_path`` puts the store elsewhere; ``add_hidden``
@@ -148,26 +147,7 @@ class LocalBackend(IPFSBackend):
         # the importer just hashed the block; hashing it again would halve the add rate
         store.put_trusted(cid, block)
 
-    def _timeout(self, timeout: float | None) -> float:
-        return self.context.timeout if timeout is None else timeout
-
     # --- reading ---------------------------------------------------------------------------------
-
-    def cat(self, cid: str, *, offset: int = 0, length: int | None = None,
-            max_size: int | None = None, timeout: float | None = None) -> bytes:
-        return self._dag.cat(cid, offset=offset, length=length, max_size=max_size,
-                             timeout=self._timeout(timeout))
-
-    def iter_cat(self, cid: str, *, offset: int = 0, length: int | None = None,
-                 max_size: int | None = None, timeout: float | None = None) -> Iterator[bytes]:
-        return self._dag.iter_cat(cid, offset=offset, length=length, max_size=max_size,
-                                  timeout=self._timeout(timeout))
-
-    def ls(self, cid: str, *, timeout: float | None = None) -> list[DirEntry]:
-        return self._dag.ls(cid, timeout=self._timeout(timeout))
-
-    def get(self, cid: str, dest: Path, *, timeout: float | None = None) -> Path:
-        return self._dag.get(cid, dest, timeout=self._timeout(timeout))
 
     def has(self, cid: str, *, timeout: float | None = None) -> bool:
         parsed = parse_cid(cid)

@@ -9,17 +9,15 @@ a repo while its daemon runs.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from rubix_integration.codecs import parse_cid
 from rubix_integration.errors import IPFSUnavailableError
 from rubix_integration.hookspecs import hookimpl
-from rubix_integration.ipfs._dag import DagReader
+from rubix_integration.ipfs._dag import DagBackend, DagReader
 from rubix_integration.ipfs._flatfs import SHARDING_FILES, FlatFS, read_shard_func
 from rubix_integration.ipfs.base import (
-    DirEntry,
     Health,
     IPFSBackend,
     IPFSContext,
@@ -94,7 +92,7 @@ def find_blockstore(repo: Path) -> tuple[Path | None, str]:
     return blocks, f"flatfs repo at {repo} ({shard.rsplit('/', 2)[-2]}/{shard.rsplit('/', 1)[-1]})"
 
 
-class RepoBackend(IPFSBackend):
+class RepoBackend(DagBackend):
     """Read-only access to the blocks of a kubo or js-ipfs repo on disk."""
 
     name = "repo"
@@ -119,26 +117,7 @@ class RepoBackend(IPFSBackend):
         blocks, reason = find_blockstore(Path(context.ipfs_path))
         return IPFSDetection(blocks is not None, reason)
 
-    def _timeout(self, timeout: float | None) -> float:
-        return self.context.timeout if timeout is None else timeout
-
     # --- reading ---------------------------------------------------------------------------------
-
-    def cat(self, cid: str, *, offset: int = 0, length: int | None = None,
-            max_size: int | None = None, timeout: float | None = None) -> bytes:
-        return self._dag.cat(cid, offset=offset, length=length, max_size=max_size,
-                             timeout=self._timeout(timeout))
-
-    def iter_cat(self, cid: str, *, offset: int = 0, length: int | None = None,
-                 max_size: int | None = None, timeout: float | None = None) -> Iterator[bytes]:
-        return self._dag.iter_cat(cid, offset=offset, length=length, max_size=max_size,
-                                  timeout=self._timeout(timeout))
-
-    def ls(self, cid: str, *, timeout: float | None = None) -> list[DirEntry]:
-        return self._dag.ls(cid, timeout=self._timeout(timeout))
-
-    def get(self, cid: str, dest: Path, *, timeout: float | None = None) -> Path:
-        return self._dag.get(cid, dest, timeout=self._timeout(timeout))
 
     def has(self, cid: str, *, timeout: float | None = None) -> bool:
         return self._store.has(parse_cid(cid))
