@@ -86,6 +86,9 @@ def _manager(**settings: Any) -> Any:
               help="Store URL (default: RUBIX_STORE_URL, else the embedded SQLite file).")
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Concurrent content fetches for daemon/CLI access (default 16).")
+@click.option("--processes", type=click.IntRange(min=1), default=None,
+              help="Databases read at once by worker processes (default: one per CPU for large "
+                   "runs, else all in this process).")
 @click.option("--ipfs", "ipfs_mode", metavar="MODE", default=None,
               help="IPFS access mode for every node: auto, repo, http, cli, local "
                    "(default: RUBIX_IPFS, else auto per node).")
@@ -100,8 +103,8 @@ def _manager(**settings: Any) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--no-progress", is_flag=True, help="No live progress display.")
 def sync(roots: tuple[Path, ...], store_url: str | None, workers: int | None,
-         ipfs_mode: str | None, source_ip: str | None, full: bool, pattern: str,
-         log_file: Path | None, as_json: bool, no_progress: bool) -> None:
+         processes: int | None, ipfs_mode: str | None, source_ip: str | None, full: bool,
+         pattern: str, log_file: Path | None, as_json: bool, no_progress: bool) -> None:
     """Sync the tokens of every Rubix node below ROOTS into the store.
 
     Finds <node>/Rubix/rubix.db files, reads TokensTable and FTTokenTable, fetches each token's
@@ -112,7 +115,8 @@ def sync(roots: tuple[Path, ...], store_url: str | None, workers: int | None,
     with _manager(store_url=store_url, ipfs_mode=ipfs_mode, source_ip=source_ip) as manager:
         handler = _log_to(log_file or manager.settings.data_dir / "sync.log")
         try:
-            summary = _run_sync(manager, list(roots), workers=workers, full=full,
+            summary = _run_sync(manager, list(roots), workers=workers, processes=processes,
+                                full=full,
                                 pattern=pattern, progress=not (as_json or no_progress))
         finally:
             logging.getLogger("rubix_integration").removeHandler(handler)
@@ -124,13 +128,17 @@ def sync(roots: tuple[Path, ...], store_url: str | None, workers: int | None,
         sys.exit(1)
 
 
-def _run_sync(manager: Any, roots: list[Path], *, workers: int | None, full: bool,
-              pattern: str, progress: bool) -> SyncSummary:
+def _run_sync(manager: Any, roots: list[Path], *, workers: int | None, processes: int | None,
+              full: bool, pattern: str, progress: bool) -> SyncSummary:
+    options: dict[str, Any] = {"workers": workers, "processes": processes, "full": full,
+                               "pattern": pattern}
+    summary: SyncSummary
     if progress and sys.stderr.isatty():
         with _RichProgress() as observer:
-            return manager.sync_tokens(roots, workers=workers, full=full, pattern=pattern,  # type: ignore[no-any-return]
-                                       observer=observer)
-    return manager.sync_tokens(roots, workers=workers, full=full, pattern=pattern)  # type: ignore[no-any-return]
+            summary = manager.sync_tokens(roots, observer=observer, **options)
+    else:
+        summary = manager.sync_tokens(roots, **options)
+    return summary
 
 
 def _log_to(path: Path) -> logging.Handler:

@@ -206,6 +206,23 @@ def test_too_large_content_is_classified(store_url: str, tmp_path: Path) -> None
     assert summary.ipfs_success == 1
 
 
+def test_worker_processes_store_what_one_process_stores(
+    store_url: str, tmp_path: Path
+) -> None:
+    sample = make_sample(tmp_path / "root", nodes=3, tokens_per_node=40)
+    with Manager(store_url=store_url, data_dir=tmp_path / "d", source_ip="10.0.0.3") as manager:
+        alone = manager.sync_tokens([sample.root], processes=1)
+        single = rows(manager)
+        spread = manager.sync_tokens([sample.root], processes=2, full=True)
+        assert rows(manager) == single
+    assert alone.workers.startswith("in-process")
+    assert spread.workers.startswith("2 processes")
+    assert (spread.records, spread.errors_by_kind, spread.databases_failed) == \
+        (alone.records, alone.errors_by_kind, alone.databases_failed)
+    # the spool files of the workers are gone
+    assert list((tmp_path / "d" / "tmp").glob("rubix-rows-*")) == []
+
+
 def test_events_fire(store_url: str, tmp_path: Path) -> None:
     seen: dict[str, list[Mapping[str, Any]]] = {"tokens": [], "dbs": []}
 
@@ -275,6 +292,22 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
+def _processes_on(root: Path) -> list[str]:
+    """Live processes whose command line names ``root``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            state = (entry / "stat").read_text().split()[2]
+        except OSError:
+            continue
+        if str(root) in cmdline and state != "Z":
+            found.append(cmdline)
+    return found
+
+
 def _state(url: str, data: Path) -> list[tuple[Any, ...]]:
     with Manager(store_url=url, data_dir=data) as m:
         return rows(m)
@@ -289,13 +322,19 @@ def test_kill_9_at_any_moment_then_rerun_matches_uninterrupted_run(
            "RUBIX_SOURCE_IP": "10.0.0.1"}
     reference_url = store_url
     killed_midway = 0
-    for delay in (0.8, 1.3, 1.9):
-        proc = _cli("sync", str(sample.root), "--json", "--no-progress", env=env)
+    for delay, processes in ((0.8, "2"), (1.3, "1"), (1.9, "2")):
+        proc = _cli("sync", str(sample.root), "--json", "--no-progress", "--processes",
+                    processes, env=env)
         time.sleep(delay)
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             killed_midway += 1
         proc.communicate(timeout=60)
+    # no worker outlives its killed coordinator
+    deadline = time.monotonic() + 10
+    while _processes_on(sample.root) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _processes_on(sample.root) == []
     final = _cli("sync", str(sample.root), "--json", "--no-progress", env=env)
     _out, err = final.communicate(timeout=120)
     assert final.returncode == 1, err  # two broken databases

@@ -405,6 +405,18 @@ def _init_worker(settings: Settings, progress: Any, stop: Any, parent: int) -> N
 
     _WORKER.update(manager=Manager.from_settings(settings), progress=progress, stop=stop,
                    parent=parent)
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True,
+                     name="rubix-sync-watchdog").start()
+
+
+def _exit_with_parent(parent: int) -> None:
+    """End this worker when the coordinator is gone (killed with -9, say). A worker waiting for
+    its next database would otherwise wait forever: it holds a copy of the queue's write end, so
+    the queue never reports the coordinator's end. Nothing is half-written: workers only read."""
+    while True:
+        time.sleep(0.5)
+        if os.getppid() != parent:
+            os._exit(0)
 
 
 def _run_in_worker(task: _Task, opts: _Options) -> _Prepared | None:
