@@ -263,6 +263,22 @@ class Analytics:
         rows: list[tuple[Any, ...]] = self._run(sql, params).fetchall()
         return rows
 
+    def query_table(
+        self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None
+    ) -> tuple[list[str], list[tuple[Any, ...]]]:
+        """Run ``sql``; return its column names and every row (errors of fetching included)."""
+        import duckdb
+
+        cursor = self._run(sql, params)
+        try:
+            columns = [str(d[0]) for d in cursor.description or ()]
+            return columns, [tuple(r) for r in cursor.fetchall()]
+        except duckdb.Error as exc:
+            raise StoreError(
+                f"analytics query failed: {self._scrub(' '.join(str(exc).split()))}",
+                url=self.store.masked_url, backend="duckdb",
+            ) from exc
+
     def query_dicts(
         self, sql: str, params: Sequence[Any] | Mapping[str, Any] | None = None
     ) -> list[dict[str, Any]]:

@@ -90,9 +90,7 @@ def run_report(manager: Manager, name: str, *, engine: str = "auto") -> ReportRe
     if engine in ("auto", "duckdb"):
         try:
             with manager.analytics() as analytics:
-                cursor = analytics._run(report.sql, None)
-                columns = [str(d[0]) for d in cursor.description or ()]
-                rows = [tuple(r) for r in cursor.fetchall()]
+                columns, rows = analytics.query_table(report.sql)
                 return ReportResult(report, columns, rows, f"duckdb ({analytics.method})")
         except (RubixError, ImportError) as exc:
             if engine == "duckdb":
