@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from rubix_integration._cli_common import make_manager, store_option
 from rubix_integration.tokens.discover import DEFAULT_PATTERN, NodeDatabase
 from rubix_integration.tokens.report import REPORTS, ReportResult, run_report
 from rubix_integration.tokens.sync import DatabaseResult, SyncObserver, SyncSummary
@@ -74,16 +75,9 @@ def _stderr_console() -> Any:
     return Console(stderr=True)
 
 
-def _manager(**settings: Any) -> Any:
-    from rubix_integration._manager import Manager
-
-    return Manager(**{k: v for k, v in settings.items() if v is not None})
-
-
 @click.command()
 @click.argument("roots", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--store", "store_url", metavar="URL", default=None,
-              help="Store URL (default: RUBIX_STORE_URL, else the embedded SQLite file).")
+@store_option
 @click.option("--workers", type=click.IntRange(min=1), default=None,
               help="Concurrent content fetches for daemon/CLI access (default 16).")
 @click.option("--processes", type=click.IntRange(min=1), default=None,
@@ -112,7 +106,7 @@ def sync(roots: tuple[Path, ...], store_url: str | None, workers: int | None,
     transaction. Unchanged databases are skipped. Exit status: 0 when every database synced,
     1 when one failed or a folder was unreadable, 130 when interrupted.
     """
-    with _manager(store_url=store_url, ipfs_mode=ipfs_mode, source_ip=source_ip) as manager:
+    with make_manager(store_url=store_url, ipfs_mode=ipfs_mode, source_ip=source_ip) as manager:
         handler = _log_to(log_file or manager.settings.data_dir / "sync.log")
         try:
             summary = _run_sync(manager, list(roots), workers=workers, processes=processes,
@@ -188,8 +182,7 @@ def _render(result: ReportResult, fmt: str) -> str:
 
 @click.command()
 @click.argument("name", type=click.Choice(list(REPORTS)), default="nodes")
-@click.option("--store", "store_url", metavar="URL", default=None,
-              help="Store URL (default: RUBIX_STORE_URL, else the embedded SQLite file).")
+@store_option
 @click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
               show_default=True)
 @click.option("--engine", type=click.Choice(["auto", "duckdb", "store"]), default="auto",
@@ -205,7 +198,7 @@ def report(name: str, store_url: str | None, fmt: str, engine: str) -> None:
     success-rate  IPFS success rate per node
     history       processing history of node databases
     """
-    with _manager(store_url=store_url) as manager:
+    with make_manager(store_url=store_url) as manager:
         result = run_report(manager, name, engine=engine)
     click.echo(_render(result, fmt), nl=fmt != "csv")
 
@@ -219,8 +212,7 @@ def report(name: str, store_url: str | None, fmt: str, engine: str) -> None:
               help="Healthy nodes to create.")
 @click.option("--tokens", type=click.IntRange(min=0), default=25, show_default=True,
               help="Tokens per healthy node.")
-@click.option("--store", "store_url", metavar="URL", default=None,
-              help="Store URL (default: RUBIX_STORE_URL, else the embedded SQLite file).")
+@store_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def demo(directory: Path | None, nodes: int, tokens: int, store_url: str | None,
          as_json: bool) -> None:
@@ -233,7 +225,7 @@ def demo(directory: Path | None, nodes: int, tokens: int, store_url: str | None,
     """
     from rubix_integration.tokens.demo import make_sample
 
-    with _manager(store_url=store_url) as manager:
+    with make_manager(store_url=store_url) as manager:
         root = directory or manager.settings.data_dir / "demo"
         if root.exists() and any(root.iterdir()):
             click.echo(f"using the existing sample in {root}", err=True)

@@ -5,45 +5,16 @@ from __future__ import annotations
 import json
 import signal
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
-from rubix_integration.errors import PluginError, RubixError
-
-F = TypeVar("F", bound=Callable[..., Any])
+from rubix_integration._cli_common import Group, json_option, make_manager, store_option
+from rubix_integration.errors import PluginError
 
 __all__ = ["tasks"]
-
-
-class _TasksGroup(click.Group):
-    """Turns library errors (and bad values) into one line and exit status 1."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except RubixError as exc:
-            raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
-
-
-def _store_option(func: F) -> F:
-    return click.option(
-        "--store", "store_url", metavar="URL", default=None,
-        help="Store URL (default: RUBIX_STORE_URL, else a SQLite file in the data dir).",
-    )(func)
-
-
-def _json_option(func: F) -> F:
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON.")(func)
-
-
-def _manager(store_url: str | None) -> Any:
-    from rubix_integration._manager import Manager
-
-    return Manager(store_url=store_url) if store_url else Manager()
 
 
 def _print_task(task: Any, as_json: bool) -> None:
@@ -62,7 +33,7 @@ def _print_task(task: Any, as_json: bool) -> None:
         click.echo(f"{key:>16}: {value}")
 
 
-@click.group(cls=_TasksGroup)
+@click.group(cls=Group)
 def tasks() -> None:
     """Workflow tasks shared by workers on many machines (see `tasks worker`).
 
@@ -72,8 +43,8 @@ def tasks() -> None:
 
 
 @tasks.command("submit")
-@_store_option
-@_json_option
+@store_option
+@json_option
 @click.argument("task_id")
 @click.argument("task_type")
 @click.option("--data", "data_text", default=None, help="Task data as JSON text.")
@@ -95,15 +66,15 @@ def submit(store_url: str | None, as_json: bool, task_id: str, task_type: str,
         data = json.loads(raw) if raw is not None else None
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--data") from exc
-    with _manager(store_url) as manager:
+    with make_manager(store_url=store_url) as manager:
         task = manager.submit_task(task_id, task_type, data, priority=priority, tags=list(tags),
                                    max_attempts=max_attempts)
     _print_task(task, as_json)
 
 
 @tasks.command("list")
-@_store_option
-@_json_option
+@store_option
+@json_option
 @click.option("--state", "states", multiple=True, help="Only these states (repeatable).")
 @click.option("--type", "task_type", default=None, help="Only this task type.")
 @click.option("--tag", default=None, help="Only tasks carrying this tag.")
@@ -121,7 +92,7 @@ def list_(store_url: str | None, as_json: bool, states: tuple[str, ...], task_ty
         filters["tag"] = tag
     if worker_id:
         filters["worker_id"] = worker_id
-    with _manager(store_url) as manager:
+    with make_manager(store_url=store_url) as manager:
         try:
             found = manager.list_tasks(filters, limit=limit)
         except ValueError as exc:
@@ -142,41 +113,41 @@ def list_(store_url: str | None, as_json: bool, states: tuple[str, ...], task_ty
 
 
 @tasks.command("status")
-@_store_option
-@_json_option
+@store_option
+@json_option
 @click.argument("task_id")
 def status(store_url: str | None, as_json: bool, task_id: str) -> None:
     """Show one task."""
-    with _manager(store_url) as manager:
+    with make_manager(store_url=store_url) as manager:
         task = manager.get_task_status(task_id)
     _print_task(task, as_json)
 
 
 @tasks.command("cancel")
-@_store_option
-@_json_option
+@store_option
+@json_option
 @click.argument("task_id")
 @click.option("--reason", default=None, help="Recorded as the task's error.")
 def cancel(store_url: str | None, as_json: bool, task_id: str, reason: str | None) -> None:
     """Cancel a task that has not finished (a running worker's result will be refused)."""
-    with _manager(store_url) as manager:
+    with make_manager(store_url=store_url) as manager:
         task = manager.cancel_task(task_id, reason=reason)
     _print_task(task, as_json)
 
 
 @tasks.command("resubmit")
-@_store_option
-@_json_option
+@store_option
+@json_option
 @click.argument("task_id")
 def resubmit(store_url: str | None, as_json: bool, task_id: str) -> None:
     """Queue a dead or cancelled task again."""
-    with _manager(store_url) as manager:
+    with make_manager(store_url=store_url) as manager:
         task = manager.workflow.resubmit_task(task_id)
     _print_task(task, as_json)
 
 
 @tasks.command("worker")
-@_store_option
+@store_option
 @click.option("--handler", "handler_path", default=None, metavar="MODULE:FUNCTION",
               help="Run every task type with this function (default: handlers registered by "
                    "plugins through register_task_handlers).")
@@ -203,7 +174,7 @@ def worker(store_url: str | None, handler_path: str | None, capabilities: str,
     from rubix_integration.workflow import Worker, WorkflowCoordinator, load_handler
     from rubix_integration.workflow.worker import collect_handlers
 
-    with _manager(store_url) as manager:
+    with make_manager(store_url=store_url) as manager:
         handlers: Any
         if handler_path:
             try:

@@ -7,67 +7,26 @@ status 1, never a traceback.
 
 from __future__ import annotations
 
-import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
 from rubix_integration import __version__
-from rubix_integration._settings import IPFS_MODES
+from rubix_integration._cli_common import (
+    Group,
+    ipfs_option,
+    json_option,
+    make_manager,
+    print_json,
+    store_option,
+)
 from rubix_integration.errors import RubixError
 
-F = TypeVar("F", bound=Callable[..., Any])
 
-
-class _Group(click.Group):
-    """A group that turns library errors into one clear line."""
-
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except RubixError as exc:
-            raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
-
-
-def store_option(func: F) -> F:
-    """``--store URL``: the store to use (overrides RUBIX_STORE_URL)."""
-    return click.option(
-        "--store", "store_url", metavar="URL", default=None,
-        help="Store URL, e.g. sqlite:///path.db or postgresql+psycopg://user@host/db "
-             "(default: RUBIX_STORE_URL, else a SQLite file in the data dir).",
-    )(func)
-
-
-def ipfs_option(func: F) -> F:
-    """``--ipfs MODE``: the IPFS access mode (overrides RUBIX_IPFS)."""
-    return click.option(
-        "--ipfs", "ipfs_mode", metavar="MODE", default=None,
-        help=f"IPFS access mode: {', '.join(IPFS_MODES)} or a plugin's backend name "
-             "(default: RUBIX_IPFS, else auto).",
-    )(func)
-
-
-def json_option(func: F) -> F:
-    """``--json``: print data as JSON instead of tables."""
-    return click.option("--json", "as_json", is_flag=True, help="Print JSON instead of tables.")(
-        func
-    )
-
-
-def _manager(**settings: Any) -> Any:
-    from rubix_integration._manager import Manager
-
-    return Manager(**{k: v for k, v in settings.items() if v is not None})
-
-
-def _print_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
-
-
-@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="rubix-integration")
 def cli() -> None:
     """Gather what many Rubix nodes hold, resolve token content through IPFS, and keep it in
@@ -87,10 +46,10 @@ def cli() -> None:
 def status(store_url: str | None, ipfs_mode: str | None, as_json: bool,
            ipfs_path: Path | None) -> None:
     """Show the detected IPFS access modes and stores, what was chosen and why."""
-    with _manager(store_url=store_url, ipfs_mode=ipfs_mode, ipfs_path=ipfs_path) as manager:
+    with make_manager(store_url=store_url, ipfs_mode=ipfs_mode, ipfs_path=ipfs_path) as manager:
         report = manager.status()
     if as_json:
-        _print_json(report.as_dict())
+        print_json(report.as_dict())
         return
     _render_status(report)
 
@@ -126,10 +85,10 @@ def _render_status(report: Any) -> None:
 @json_option
 def plugins(as_json: bool) -> None:
     """List the loaded plugins: name, version, where they come from, the hooks they implement."""
-    manager = _manager()
+    manager = make_manager()
     infos = manager.plugins.infos()
     if as_json:
-        _print_json([i.as_dict() for i in infos])
+        print_json([i.as_dict() for i in infos])
         return
     from rich.console import Console
     from rich.table import Table
@@ -143,7 +102,7 @@ def plugins(as_json: bool) -> None:
     Console().print(table)
 
 
-@cli.group(cls=_Group)
+@cli.group(cls=Group)
 def ipfs() -> None:
     """Add and read content through the chosen IPFS backend."""
 
@@ -155,13 +114,13 @@ def ipfs() -> None:
 @json_option
 def ipfs_add(ipfs_mode: str | None, path: Path, no_pin: bool, as_json: bool) -> None:
     """Add a file or a directory (recursively); print the CIDs."""
-    with _manager(ipfs_mode=ipfs_mode) as manager:
+    with make_manager(ipfs_mode=ipfs_mode) as manager:
         if path.is_dir():
             result = manager.add_directory(path, pin=not no_pin)
             entries = [{"path": e.path, "cid": e.cid, "size": e.size, "dir": e.is_dir}
                        for e in result.entries]
             if as_json:
-                _print_json({"cid": result.cid, "entries": entries})
+                print_json({"cid": result.cid, "entries": entries})
             else:
                 for e in entries:
                     suffix = "/" + e["path"] if e["path"] else ""
@@ -169,7 +128,7 @@ def ipfs_add(ipfs_mode: str | None, path: Path, no_pin: bool, as_json: bool) -> 
         else:
             cid = manager.add_file(path, pin=not no_pin)
             if as_json:
-                _print_json({"cid": cid})
+                print_json({"cid": cid})
             else:
                 click.echo(f"added {cid} {path.name}")
 
@@ -179,7 +138,7 @@ def ipfs_add(ipfs_mode: str | None, path: Path, no_pin: bool, as_json: bool) -> 
 @click.argument("cid")
 def ipfs_cat(ipfs_mode: str | None, cid: str) -> None:
     """Write a file's content to stdout."""
-    with _manager(ipfs_mode=ipfs_mode) as manager:
+    with make_manager(ipfs_mode=ipfs_mode) as manager:
         data = manager.cat(cid)
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
@@ -191,10 +150,10 @@ def ipfs_cat(ipfs_mode: str | None, cid: str) -> None:
 @json_option
 def ipfs_ls(ipfs_mode: str | None, cid: str, as_json: bool) -> None:
     """List a directory."""
-    with _manager(ipfs_mode=ipfs_mode) as manager:
+    with make_manager(ipfs_mode=ipfs_mode) as manager:
         entries = manager.list_directory(cid)
     if as_json:
-        _print_json([{"name": e.name, "cid": e.cid, "size": e.size, "type": e.type}
+        print_json([{"name": e.name, "cid": e.cid, "size": e.size, "type": e.type}
                      for e in entries])
         return
     for e in entries:
@@ -207,7 +166,7 @@ def ipfs_ls(ipfs_mode: str | None, cid: str, as_json: bool) -> None:
 @click.argument("dest", type=click.Path(path_type=Path))
 def ipfs_get(ipfs_mode: str | None, cid: str, dest: Path) -> None:
     """Write a file or a directory tree to DEST."""
-    with _manager(ipfs_mode=ipfs_mode) as manager:
+    with make_manager(ipfs_mode=ipfs_mode) as manager:
         out = manager.get_file(cid, dest)
     click.echo(f"saved {cid} to {out}")
 
@@ -228,7 +187,7 @@ _add_builtin_commands()
 
 def _add_plugin_commands() -> None:
     try:
-        manager = _manager()
+        manager = make_manager()
         manager.hook.register_commands(cli=cli)
     except RubixError as exc:
         click.echo(f"warning: plugin commands not loaded: {exc}", err=True)
