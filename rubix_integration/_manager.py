@@ -432,7 +432,11 @@ class Manager:
     # --- status ----------------------------------------------------------------------------------
 
     def status(self) -> Status:
-        """Report what was detected and chosen, with the reason for each; never opens a write."""
+        """Report what was detected and chosen, with the reason for each.
+
+        Opens the store to report on it (creating its tables when missing); never raises for a
+        store or IPFS node that cannot be reached, it says so instead.
+        """
         from rubix_integration import __version__
 
         s = self.settings

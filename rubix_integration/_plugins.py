@@ -166,7 +166,10 @@ class Plugins:
 
     def owner(self, role: str, name: str) -> str:
         """The plugin that registered backend ``name`` for ``role`` (``"ipfs"``, ``"store"``)."""
-        self.ipfs_backends() if role == "ipfs" else self.stores()
+        if role == "ipfs":  # owners are recorded while the registrations are collected
+            self.ipfs_backends()
+        else:
+            self.stores()
         return self._owners.get((role, name), "?")
 
     def _collect(self, hook_name: str, role: str, base: type[Any]) -> dict[str, Any]:

@@ -151,17 +151,14 @@ def test_status_is_json_and_text(tmp_path: Path) -> None:
 def test_example_plugin_backend_serves_and_verifies(tmp_path: Path) -> None:
     pytest.importorskip("rubix_integration_cidfolder",
                         reason="pip install -e examples/rubix-integration-example-plugin")
-    from rubix_integration.codecs import import_bytes
-
-    def file_cid(data: bytes) -> str:
-        return str(import_bytes(data, lambda cid, block: None).cid)
+    from rubix_integration.codecs import file_cid
 
     folder = tmp_path / "repo" / "cid-cache"
     folder.mkdir(parents=True)
     payload = b"TRI 0 bafybmibeud2c4ucgew6m5tttj7zneosplm4eiklwg4migdimdwmezkzi6u"
-    cid = file_cid(payload)
+    cid = str(file_cid(payload))
     (folder / cid).write_bytes(payload)
-    bad = file_cid(b"other")
+    bad = str(file_cid(b"other"))
     (folder / bad).write_bytes(b"tampered")
     with Manager(load_plugins=["cidfolder"], ipfs_path=tmp_path / "repo", data_dir=tmp_path,
                  ipfs_bin=str(tmp_path / "nobin")) as manager:
@@ -171,4 +168,4 @@ def test_example_plugin_backend_serves_and_verifies(tmp_path: Path) -> None:
         with pytest.raises(rubix_integration.CorruptBlockError):
             manager.cat(bad)
         with pytest.raises(rubix_integration.ContentNotFoundError):
-            manager.cat(file_cid(b"absent"))
+            manager.cat(str(file_cid(b"absent")))

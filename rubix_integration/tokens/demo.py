@@ -17,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from rubix_integration._settings import resolve_settings
-from rubix_integration.codecs import parse_cid
+from rubix_integration.codecs import file_cid, parse_cid
 from rubix_integration.ipfs._flatfs import FlatFS
 from rubix_integration.ipfs.base import IPFSContext
 from rubix_integration.ipfs.local import LocalBackend
@@ -117,9 +117,7 @@ def make_node(
 
 
 def _cid_of(data: bytes) -> str:
-    from rubix_integration.codecs import import_bytes
-
-    return str(import_bytes(data, lambda cid, block: None).cid)
+    return str(file_cid(data))
 
 
 def _token_text(name: str, number: int, rng: random.Random) -> bytes:

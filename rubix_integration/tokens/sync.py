@@ -228,11 +228,11 @@ def _prepare(manager: Manager, task: _Task, opts: _Options, stop: _StopFlag, rep
     """Read one database and fetch its content into a spool file; never touches the store."""
     result = DatabaseResult(task.db_path, task.node_name, "processed", ipfs_mode=task.backend)
     began = time.perf_counter()
-    fd, spool_path = tempfile.mkstemp(prefix="rubix-rows-", suffix=".pickle",
-                                      dir=_tmp_dir(manager))
+    tmp_dir = _tmp_dir(manager)
+    fd, spool_path = tempfile.mkstemp(prefix="rubix-rows-", suffix=".pickle", dir=tmp_dir)
     try:
         with os.fdopen(fd, "wb", buffering=1 << 20) as spool:
-            _read_and_fetch(manager, task, opts, stop, report, result, spool, parent)
+            _read_and_fetch(manager, task, opts, stop, report, result, spool, parent, tmp_dir)
     except BaseException as exc:
         os.unlink(spool_path)
         if isinstance(exc, NodeDatabaseError):
@@ -280,7 +280,7 @@ def _commit(manager: Manager, task: _Task, prepared: _Prepared) -> DatabaseResul
 
 def _read_and_fetch(manager: Manager, task: _Task, opts: _Options, stop: _StopFlag,
                     report: _Report, result: DatabaseResult, spool: Any,
-                    parent: int | None) -> None:
+                    parent: int | None, tmp_dir: Path) -> None:
     backend = (manager.ipfs(task.ipfs_path, backend=task.backend)
                if task.backend is not None else None)
     db = Path(task.db_path)
@@ -289,7 +289,7 @@ def _read_and_fetch(manager: Manager, task: _Task, opts: _Options, stop: _StopFl
             if backend is not None and backend.name.split("+")[0] in _IO_BOUND else None)
     errors = result.errors_by_kind
     try:
-        with open_snapshot(db, tmp_dir=_tmp_dir(manager)) as conn:
+        with open_snapshot(db, tmp_dir=tmp_dir) as conn:
             report(("start", task.index, count_tokens(conn, db)))
             rows = read_tokens(conn, db, bad_timestamps=bad, batch=opts.batch_size)
             for chunk in _batched(rows, opts.batch_size):

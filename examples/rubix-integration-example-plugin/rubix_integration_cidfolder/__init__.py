@@ -17,7 +17,7 @@ from rubix_integration import (
     IPFSDetection,
     hookimpl,
 )
-from rubix_integration.codecs import import_bytes, parse_cid
+from rubix_integration.codecs import file_cid, parse_cid
 
 __version__ = "0.1.0"
 
@@ -61,7 +61,7 @@ class CIDFolderBackend(IPFSBackend):
             raise ContentTooLargeError(f"{cid} holds {len(data)} bytes, over {max_size}",
                                        cid=cid, backend=self.name)
         # the bytes must add up (with kubo's default settings) to the CID they are filed under
-        if import_bytes(data, lambda cid, block: None).cid.multihash != parsed.multihash:
+        if file_cid(data).multihash != parsed.multihash:
             raise CorruptBlockError(f"{path} does not hash to {cid}", cid=cid, backend=self.name,
                                     path=str(path))
         end = None if length is None else offset + length
