@@ -328,3 +328,54 @@ def test_sqlite_pragmas(tmp_path: Path) -> None:
         }
     assert pragmas == {"journal_mode": "wal", "foreign_keys": 1, "synchronous": 1,
                        "busy_timeout": 30_000}
+
+
+def _spool_file(path: Path, rows: list[tuple[int, str, int | None]]) -> Path:
+    import sqlite3
+
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE rows (id, name, size)")
+        conn.executemany("INSERT INTO rows VALUES (?, ?, ?)", rows)
+    conn.close()
+    return path
+
+
+def test_sqlite_attached_copies_rows_in_one_transaction_then_detaches(tmp_path: Path) -> None:
+    spool = _spool_file(tmp_path / "spool.sqlite", [(i, f"n{i}", i * 2) for i in range(500)])
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    with SQLiteStore(url, settings=resolve_settings()) as store:
+        table = _items_table()
+        table.metadata.create_all(store.engine)
+        store.bulk_insert(table, [(9999, "old", None)])
+        with store.attached({"spool": spool}) as conn:
+            conn.execute(sa.delete(table))
+            conn.exec_driver_sql("INSERT INTO bulk_items SELECT id, name, size FROM spool.rows")
+        assert _count(store, table) == 500
+        with store.connect() as conn:
+            names = [r[1] for r in conn.exec_driver_sql("PRAGMA database_list")]
+        assert "main" in names and "spool" not in names  # handed back to the pool detached
+        # a failure rolls back the delete and still detaches
+        with pytest.raises(sa.exc.IntegrityError), store.attached({"spool": spool}) as conn:
+            conn.execute(sa.delete(table).where(table.c.id < 10))
+            conn.exec_driver_sql("INSERT INTO bulk_items SELECT id, name, size FROM spool.rows")
+        assert _count(store, table) == 500
+        with store.connect() as conn:
+            names = [r[1] for r in conn.exec_driver_sql("PRAGMA database_list")]
+        assert "spool" not in names
+
+
+def test_sqlite_attached_refuses_bad_names_and_unopenable_files(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 's.db'}"
+    with SQLiteStore(url, settings=resolve_settings()) as store:
+        store.create_schema()
+        with pytest.raises(ValueError, match="schema name"), \
+                store.attached({"bad name; --": tmp_path / "x.sqlite"}):
+            pass  # pragma: no cover - refused before the block runs
+        folder = tmp_path / "a-folder"
+        folder.mkdir()
+        with pytest.raises(StoreError, match="cannot attach"), \
+                store.attached({"spool": folder}):
+            pass  # pragma: no cover - refused before the block runs
+        with store.connect() as conn:
+            names = [r[1] for r in conn.exec_driver_sql("PRAGMA database_list")]
+        assert "spool" not in names

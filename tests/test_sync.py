@@ -308,6 +308,19 @@ def _processes_on(root: Path) -> list[str]:
     return found
 
 
+def _wait_mid_run(proc: subprocess.Popen[str], data: Path, extra: float = 0.0) -> bool:
+    """Wait until the sync run by ``proc`` is reading databases (a row spool exists in its data
+    folder), then ``extra`` seconds more; ``False`` when it ended first."""
+    spools = data / "tmp"
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if spools.is_dir() and any(spools.glob("rubix-rows-*")):
+            time.sleep(extra)
+            return proc.poll() is None
+        time.sleep(0.002)
+    return False
+
+
 def _state(url: str, data: Path) -> list[tuple[Any, ...]]:
     with Manager(store_url=url, data_dir=data) as m:
         return rows(m)
@@ -322,11 +335,11 @@ def test_kill_9_at_any_moment_then_rerun_matches_uninterrupted_run(
            "RUBIX_SOURCE_IP": "10.0.0.1"}
     reference_url = store_url
     killed_midway = 0
-    for delay, processes in ((0.8, "2"), (1.3, "1"), (1.9, "2")):
+    # killed while the first database is read, and later, when some are committed
+    for extra, processes in ((0.0, "2"), (0.05, "1"), (0.15, "2")):
         proc = _cli("sync", str(sample.root), "--json", "--no-progress", "--processes",
                     processes, env=env)
-        time.sleep(delay)
-        if proc.poll() is None:
+        if _wait_mid_run(proc, tmp_path / "d", extra):
             proc.send_signal(signal.SIGKILL)
             killed_midway += 1
         proc.communicate(timeout=60)
@@ -353,8 +366,8 @@ def test_ctrl_c_stops_cleanly_with_a_summary(tmp_path: Path) -> None:
     sample = make_sample(tmp_path / "root", nodes=12, tokens_per_node=400, broken=False)
     env = {"RUBIX_DATA_DIR": str(tmp_path / "d")}
     proc = _cli("sync", str(sample.root), "--json", "--no-progress", env=env)
-    time.sleep(1.2)
-    proc.send_signal(signal.SIGINT)
+    if _wait_mid_run(proc, tmp_path / "d"):
+        proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     if proc.returncode == 0:
         pytest.skip("the sync finished before the signal arrived")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from rubix_integration.errors import IPFSError
 from rubix_integration.ipfs.base import IPFSBackend
@@ -17,8 +17,7 @@ DEFAULT_MAX_SIZE = 1024 * 1024
 _PARTS = re.compile(r"^\s*(\S+)\s+(\d+)\s+(\S+)\s*$")
 
 
-@dataclass(frozen=True)
-class Content:
+class Content(NamedTuple):
     """The outcome of one fetch, ready for the ``ipfs_*`` and ``content_*`` columns.
 
     ``encoding`` is ``"utf-8"`` when ``data`` is the content as text, ``"base64"`` when the

@@ -25,6 +25,7 @@ import os
 import pickle
 import queue
 import signal
+import sqlite3
 import tempfile
 import threading
 import time
@@ -202,6 +203,7 @@ class _Options:
     batch_size: int
     fetch_threads: int
     text_dates: bool = False  # the store keeps datetimes as text (SQLite)
+    spool: str = "pickle"  # "sqlite": a SQLite file the store attaches and copies in C
 
 
 class _Stopped(Exception):
@@ -229,9 +231,11 @@ def _prepare(manager: Manager, task: _Task, opts: _Options, stop: _StopFlag, rep
     result = DatabaseResult(task.db_path, task.node_name, "processed", ipfs_mode=task.backend)
     began = time.perf_counter()
     tmp_dir = _tmp_dir(manager)
-    fd, spool_path = tempfile.mkstemp(prefix="rubix-rows-", suffix=".pickle", dir=tmp_dir)
+    kind = _SPOOLS[opts.spool]
+    fd, spool_path = tempfile.mkstemp(prefix="rubix-rows-", suffix=kind.suffix, dir=tmp_dir)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb", buffering=1 << 20) as spool:
+        with contextlib.closing(kind(spool_path)) as spool:
             _read_and_fetch(manager, task, opts, stop, report, result, spool, parent, tmp_dir)
     except BaseException as exc:
         os.unlink(spool_path)
@@ -259,16 +263,25 @@ def _commit(manager: Manager, task: _Task, prepared: _Prepared) -> DatabaseResul
             _save_processed(conn, task, result)
         return result
     began = time.perf_counter()
+    delete = sa.delete(TOKEN_TABLE).where(TOKEN_TABLE.c.db_path == task.db_path)
     try:
+        if prepared.spool.endswith(_SQLiteSpool.suffix):
+            # SQLite copies the rows from the attached spool itself: no row passes through Python
+            with store.attached({_SQLiteSpool.schema: prepared.spool}) as conn:  # type: ignore[attr-defined]
+                conn.execute(delete)
+                conn.exec_driver_sql(_SQLiteSpool.copy_sql(TOKEN_TABLE.name))
+                result.duration_s += time.perf_counter() - began
+                _save_processed(conn, task, result)
+            return result
         with open(prepared.spool, "rb", buffering=1 << 20) as spool, \
                 store.transaction() as conn:
             if conn.dialect.name == "postgresql":
                 # two machines syncing one database take turns instead of interleaving
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:p))"),
                              {"p": task.db_path})
-            conn.execute(sa.delete(TOKEN_TABLE).where(TOKEN_TABLE.c.db_path == task.db_path))
+            conn.execute(delete)
             for chunk in _unspool(spool):
-                # the rows already hold what the driver takes (see _record, _dates_as_text)
+                # the rows already hold what the driver takes (see _records)
                 store.bulk_insert(TOKEN_TABLE, chunk, columns=COLUMNS, connection=conn,
                                   convert=False)
             result.duration_s += time.perf_counter() - began
@@ -276,6 +289,57 @@ def _commit(manager: Manager, task: _Task, prepared: _Prepared) -> DatabaseResul
     finally:
         os.unlink(prepared.spool)
     return result
+
+
+class _PickleSpool:
+    """Rows spooled as pickled batches (read back by the coordinator, for any store)."""
+
+    suffix = ".pickle"
+
+    def __init__(self, path: str) -> None:
+        self._file = open(path, "wb", buffering=1 << 20)  # noqa: SIM115 - closed by close()
+
+    def write(self, rows: list[tuple[Any, ...]]) -> None:
+        pickle.dump(rows, self._file, protocol=pickle.HIGHEST_PROTOCOL)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class _SQLiteSpool:
+    """Rows spooled into a private SQLite file with one unindexed table, for SQLite stores: the
+    store attaches it and copies every row with one ``INSERT … SELECT`` in C."""
+
+    suffix = ".sqlite"
+    schema = "rubix_spool"
+
+    def __init__(self, path: str) -> None:
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        # a scratch file: nothing to recover after a crash, so no journal and no syncs
+        self._conn.execute("PRAGMA journal_mode = OFF")
+        self._conn.execute("PRAGMA synchronous = OFF")
+        self._conn.execute(f"CREATE TABLE rows ({', '.join(COLUMNS)})")
+        self._conn.execute("BEGIN")
+        self._insert = f"INSERT INTO rows VALUES ({', '.join('?' * len(COLUMNS))})"
+
+    def write(self, rows: list[tuple[Any, ...]]) -> None:
+        self._conn.executemany(self._insert, rows)
+
+    def close(self) -> None:
+        try:
+            if self._conn.in_transaction:
+                self._conn.execute("COMMIT")
+        finally:
+            self._conn.close()
+
+    @classmethod
+    def copy_sql(cls, table: str) -> str:
+        columns = ", ".join(COLUMNS)
+        return f"INSERT INTO {table} ({columns}) SELECT {columns} FROM {cls.schema}.rows"
+
+
+_SPOOLS: dict[str, type[_PickleSpool] | type[_SQLiteSpool]] = {
+    "pickle": _PickleSpool, "sqlite": _SQLiteSpool}
 
 
 def _read_and_fetch(manager: Manager, task: _Task, opts: _Options, stop: _StopFlag,
@@ -295,11 +359,9 @@ def _read_and_fetch(manager: Manager, task: _Task, opts: _Options, stop: _StopFl
             for chunk in _batched(rows, opts.batch_size):
                 _check(stop, parent)
                 contents = _fetch(backend, pool, [r.token_id for r in chunk], opts.max_size)
-                synced_at = datetime.now(timezone.utc)
-                out = [_record(r, c, task, synced_at) for r, c in zip(chunk, contents, strict=True)]
-                if opts.text_dates:
-                    out = [_dates_as_text(row) for row in out]
-                pickle.dump(out, spool, protocol=pickle.HIGHEST_PROTOCOL)
+                out = _records(chunk, contents, task, datetime.now(timezone.utc),
+                               opts.text_dates)
+                spool.write(out)
                 ok = 0
                 for c in contents:
                     if c.fetched:
@@ -363,28 +425,41 @@ def _save_processed(conn: Any, task: _Task, result: DatabaseResult) -> None:
     ))
 
 
-def _record(r: TokenRow, c: Content, task: _Task, synced_at: datetime) -> tuple[Any, ...]:
-    return (
-        task.source_ip, task.node_name, r.kind, r.did if r.kind == "token" else r.owner_did,
-        r.token_id, r.created_at, r.updated_at, r.token_status, r.parent_token_id, r.token_value,
-        r.token_state_hash, r.transaction_id, r.added, r.sync_status, r.ft_name, r.owner_did,
-        r.creator_did, c.data, c.encoding, c.size, c.fetched, c.error, task.backend, c.name,
-        c.number, c.creator, task.db_path, task.ipfs_path, task.last_modified, synced_at,
-    )
+def _records(chunk: list[TokenRow], contents: list[Content], task: _Task, synced_at: datetime,
+             text_dates: bool) -> list[tuple[Any, ...]]:
+    """The ``tokenrecords`` tuples (in :data:`COLUMNS` order) of one batch, with dates as the
+    store's driver takes them: datetimes, or for SQLite the naive UTC text SQLAlchemy keeps."""
+    source_ip, node_name, backend = task.source_ip, task.node_name, task.backend
+    db_path, ipfs_path, modified = task.db_path, task.ipfs_path, task.last_modified
+    synced: Any = synced_at
+    iso: Callable[[Any], Any] | None = None
+    if text_dates:
+        iso = _utc_text
+        synced = _utc_text(synced_at.astimezone(timezone.utc))
+        if modified is not None:
+            modified = _utc_text(modified.astimezone(timezone.utc))  # type: ignore[assignment]
+    out: list[tuple[Any, ...]] = []
+    append = out.append
+    for r, c in zip(chunk, contents, strict=True):
+        (kind, token_id, parent, value, did, status, state_hash, transaction, added, sync_status,
+         ft_name, owner_did, creator_did, created, updated) = r
+        data, encoding, size, fetched, error, name, number, creator = c
+        if iso is not None:
+            # the reader gives UTC datetimes: their text without the "+00:00"
+            created = None if created is None else iso(created)
+            updated = None if updated is None else iso(updated)
+        append((
+            source_ip, node_name, kind, did if kind == "token" else owner_did, token_id, created,
+            updated, status, parent, value, state_hash, transaction, added, sync_status,
+            ft_name, owner_did, creator_did, data, encoding, size, fetched, error, backend, name,
+            number, creator, db_path, ipfs_path, modified, synced,
+        ))
+    return out
 
 
-_DATE_COLUMNS = tuple(i for i, c in enumerate(COLUMNS)
-                      if c in ("created_at", "updated_at", "db_last_modified", "synced_at"))
-
-
-def _dates_as_text(row: tuple[Any, ...]) -> tuple[Any, ...]:
-    """UTC datetimes as the naive ``YYYY-MM-DD HH:MM:SS.ffffff`` text SQLAlchemy keeps in SQLite."""
-    values = list(row)
-    for i in _DATE_COLUMNS:
-        value = values[i]
-        if value is not None:
-            values[i] = value.replace(tzinfo=None).isoformat(" ", "microseconds")
-    return tuple(values)
+def _utc_text(value: datetime) -> str:
+    """``YYYY-MM-DD HH:MM:SS.ffffff`` of a UTC datetime (the form SQLAlchemy keeps in SQLite)."""
+    return value.isoformat(" ", "microseconds")[:26]
 
 
 def _batched(rows: Iterable[TokenRow], size: int) -> Iterator[list[TokenRow]]:
@@ -466,7 +541,8 @@ class TokenSync:
         self.observer = observer or SyncObserver()
         self.options = _Options(max_size=max_size, batch_size=batch_size,
                                 fetch_threads=self.workers,
-                                text_dates=manager.store.engine.dialect.name == "sqlite")
+                                text_dates=manager.store.engine.dialect.name == "sqlite",
+                                spool="sqlite" if hasattr(manager.store, "attached") else "pickle")
 
     def run(self, roots: Sequence[Path | str]) -> SyncSummary:
         """Sync every node database below ``roots``; return the summary (also when interrupted)."""
