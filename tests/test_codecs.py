@@ -417,3 +417,55 @@ def test_importer_memory_is_bounded_on_50_mb() -> None:
     assert root.filesize == 50 * 1024 * 1024
     assert count == 200 + 2 + 1  # 200 leaves, two level-1 nodes, the root
     assert peak < 4 * 1024 * 1024, f"peak {peak} bytes while importing 50 MB"
+
+
+def _general_small_file(block: bytes) -> bytes | None:
+    """What the general decoders make of ``block`` when it is a one-block file, else None."""
+    from rubix_integration.codecs import decode_pbnode, decode_unixfs
+
+    try:
+        pb = decode_pbnode(block)
+        if pb.links or pb.data is None:
+            return None
+        fs = decode_unixfs(pb.data)
+    except CorruptBlockError:
+        return None
+    if fs.type != FILE or fs.blocksizes or fs.filesize != len(fs.data or b""):
+        return None
+    return fs.data or b""
+
+
+@pytest.mark.parametrize("size", [0, 1, 70, 121, 122, 127, 128, 300])
+def test_small_file_shortcut_reads_what_the_importer_writes(size: int) -> None:
+    from rubix_integration.ipfs._dag import _small_file_data
+
+    data = bytes(random.Random(size).randrange(256) for _ in range(size))
+    blocks: list[bytes] = []
+    import_bytes(data, lambda _cid, block: blocks.append(block))
+    assert len(blocks) == 1
+    fast = _small_file_data(blocks[0])
+    assert _general_small_file(blocks[0]) == data
+    # the shortcut covers blocks whose length prefixes are one byte: up to 121 content bytes
+    if 0 < size <= 121:
+        assert fast == data
+    else:
+        assert fast is None
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=140), st.integers(0, 139), st.integers(0, 255))
+def test_small_file_shortcut_never_disagrees_with_the_decoders(
+    payload: bytes, where: int, value: int
+) -> None:
+    from rubix_integration.ipfs._dag import _small_file_data
+
+    blocks: list[bytes] = []
+    import_bytes(payload[:120], lambda _cid, block: blocks.append(block))
+    candidates = [payload, blocks[0]]
+    mutated = bytearray(blocks[0])
+    mutated[where % len(mutated)] = value
+    candidates.append(bytes(mutated))
+    for block in candidates:
+        fast = _small_file_data(block)
+        if fast is not None:
+            assert fast == _general_small_file(block)

@@ -124,6 +124,9 @@ class DagReader:
         if root.codec == DAG_PB and offset == 0 and length is None:
             # the common case, a small file in one block: decode it inline, no generator
             block = self._get_block(root)
+            small = _small_file_data(block)
+            if small is not None and (max_size is None or len(small) <= max_size):
+                return small
             try:
                 pb = decode_pbnode(block)
                 fs = decode_unixfs(pb.data) if pb.data is not None and not pb.links else None
@@ -353,3 +356,19 @@ class DagBackend(IPFSBackend):
 
     def get(self, cid: str, dest: Path, *, timeout: float | None = None) -> Path:
         return self._dag.get(cid, dest, timeout=self._timeout(timeout))
+
+
+def _small_file_data(block: bytes) -> bytes | None:
+    """The content of a block that is exactly the canonical dag-pb encoding of a one-block UnixFS
+    file under 128 bytes (``0a L 08 02 12 N <N bytes> 18 N``), else ``None``.
+
+    Such bytes decode to nothing else, so the general decoders are skipped for the shape nearly
+    every token's content has; any other block takes the general path.
+    """
+    size = len(block)
+    if size < 8 or block[0] != 0x0A or block[1] != size - 2 or block[2:5] != b"\x08\x02\x12":
+        return None
+    n = block[5]
+    if n >= 0x80 or size != n + 8 or block[6 + n] != 0x18 or block[7 + n] != n:
+        return None
+    return block[6:6 + n]
