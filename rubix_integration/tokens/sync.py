@@ -11,7 +11,10 @@ How it runs:
   pool of threads for backends that wait on a daemon or a subprocess), spool the rows to a
   temporary file, then replace that database's rows in one transaction (delete, bulk insert,
   record the fingerprint in ``processeddatabases``, commit). Processes keep the CPU-bound reading
-  and hashing of several databases off one interpreter lock; the store serialises writers;
+  and hashing of several databases off one interpreter lock; the store serialises writers. For a
+  SQLite store the spool is itself a SQLite file that the store attaches and copies with one
+  ``INSERT … SELECT``, so the one writer spends no Python time per row; other stores read
+  pickled batches back and bulk-insert them (``COPY`` on PostgreSQL);
 - a crash, ``kill -9`` or Ctrl-C at any moment leaves every database either fully synced or as it
   was, so a re-run converges to the same state; memory stays bounded by a few batches per worker.
 """
