@@ -314,7 +314,7 @@ def _wait_mid_run(proc: subprocess.Popen[str], data: Path, extra: float = 0.0) -
     spools = data / "tmp"
     deadline = time.monotonic() + 60
     while proc.poll() is None and time.monotonic() < deadline:
-        if spools.is_dir() and any(spools.glob("rubix-rows-*")):
+        if spools.is_dir() and any(spools.rglob("rubix-rows-*")):
             time.sleep(extra)
             return proc.poll() is None
         time.sleep(0.002)
@@ -348,9 +348,13 @@ def test_kill_9_at_any_moment_then_rerun_matches_uninterrupted_run(
     while _processes_on(sample.root) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _processes_on(sample.root) == []
+    leftovers = list((tmp_path / "d" / "tmp").iterdir())
     final = _cli("sync", str(sample.root), "--json", "--no-progress", env=env)
     _out, err = final.communicate(timeout=120)
     assert final.returncode == 1, err  # two broken databases
+    # the killed runs' spools and snapshots were removed by the next run
+    assert killed_midway == 0 or leftovers
+    assert list((tmp_path / "d" / "tmp").iterdir()) == []
     resumed = _state(reference_url, tmp_path / "d")
     # an uninterrupted run into a fresh SQLite store gives the same rows
     clean_url = f"sqlite:///{tmp_path / 'clean.sqlite'}"
@@ -375,6 +379,7 @@ def test_ctrl_c_stops_cleanly_with_a_summary(tmp_path: Path) -> None:
     summary = json.loads(out)
     assert summary["interrupted"] is True
     assert "Traceback" not in err
+    assert list((tmp_path / "d" / "tmp").iterdir()) == []  # an interrupted run cleans up too
     rerun = _cli("sync", str(sample.root), "--json", "--no-progress", env=env)
     out, err = rerun.communicate(timeout=120)
     assert rerun.returncode == 0, err

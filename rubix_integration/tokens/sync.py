@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import pickle
 import queue
+import shutil
 import signal
 import sqlite3
 import tempfile
@@ -35,7 +36,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from itertools import islice
 from pathlib import Path
@@ -206,6 +207,7 @@ class _Options:
     batch_size: int
     fetch_threads: int
     text_dates: bool = False  # the store keeps datetimes as text (SQLite)
+    tmp_dir: str = ""  # this run's folder for spools and snapshots (removed when it ends)
     spool: str = "pickle"  # "sqlite": a SQLite file the store attaches and copies in C
 
 
@@ -233,7 +235,7 @@ def _prepare(manager: Manager, task: _Task, opts: _Options, stop: _StopFlag, rep
     """Read one database and fetch its content into a spool file; never touches the store."""
     result = DatabaseResult(task.db_path, task.node_name, "processed", ipfs_mode=task.backend)
     began = time.perf_counter()
-    tmp_dir = _tmp_dir(manager)
+    tmp_dir = Path(opts.tmp_dir) if opts.tmp_dir else _tmp_root(manager)
     kind = _SPOOLS[opts.spool]
     fd, spool_path = tempfile.mkstemp(prefix="rubix-rows-", suffix=kind.suffix, dir=tmp_dir)
     os.close(fd)
@@ -403,10 +405,35 @@ def _unspool(spool: Any) -> Iterator[list[tuple[Any, ...]]]:
             return
 
 
-def _tmp_dir(manager: Manager) -> Path:
+def _tmp_root(manager: Manager) -> Path:
     folder = manager.settings.data_dir / "tmp"
     folder.mkdir(parents=True, exist_ok=True)
     return folder
+
+
+_RUN_PREFIX = "sync-"
+
+
+def _run_folder(manager: Manager) -> Path:
+    """A fresh folder for one run's spools and snapshots, named after this process, after
+    removing the folders of runs whose process is gone (killed before it could clean up)."""
+    root = _tmp_root(manager)
+    for entry in root.glob(f"{_RUN_PREFIX}*"):
+        pid = entry.name[len(_RUN_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            log.info("removing %s, left by a sync that ended without cleaning up", entry)
+            shutil.rmtree(entry, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"{_RUN_PREFIX}{os.getpid()}-", dir=root))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process: not ours to judge
+    return True
 
 
 def _failure(task: _Task, result: DatabaseResult, kind: str, message: str,
@@ -582,14 +609,19 @@ class TokenSync:
         processes = self._process_count(tasks)
         summary.workers = (f"{processes} processes" if processes > 1 else "in-process") + \
             f", {self.workers} fetch threads"
+        run_dir = _run_folder(self.manager) if tasks else None
+        opts = replace(self.options, tmp_dir=str(run_dir) if run_dir else "")
         try:
             if processes > 1:
-                self._run_processes(tasks, by_index, processes, summary)
+                self._run_processes(tasks, by_index, processes, summary, opts)
             else:
-                self._run_threads(tasks, by_index, summary)
+                self._run_threads(tasks, by_index, summary, opts)
         except KeyboardInterrupt:
             summary.interrupted = True
             log.warning("interrupted: databases not yet committed are left as they were")
+        finally:
+            if run_dir is not None:
+                shutil.rmtree(run_dir, ignore_errors=True)
         summary.duration_s = time.perf_counter() - started
         return summary
 
@@ -627,7 +659,7 @@ class TokenSync:
     # --- running ---------------------------------------------------------------------------------
 
     def _run_threads(self, tasks: list[_Task], nodes: dict[int, NodeDatabase],
-                     summary: SyncSummary) -> None:
+                     summary: SyncSummary, opts: _Options) -> None:
         progress: queue.Queue[tuple[Any, ...]] = queue.Queue()
         stop = threading.Event()
         pool = ThreadPoolExecutor(max_workers=max(1, min(4, self.workers, len(tasks))),
@@ -635,7 +667,7 @@ class TokenSync:
 
         def work(task: _Task) -> _Prepared | None:
             try:
-                return _prepare(self.manager, task, self.options, stop, progress.put)
+                return _prepare(self.manager, task, opts, stop, progress.put)
             except _Stopped:
                 return None
 
@@ -647,7 +679,7 @@ class TokenSync:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _run_processes(self, tasks: list[_Task], nodes: dict[int, NodeDatabase],
-                       processes: int, summary: SyncSummary) -> None:
+                       processes: int, summary: SyncSummary, opts: _Options) -> None:
         # fork where there is one: spawn would re-import the host's __main__ in every worker,
         # which breaks (or re-runs) scripts that lack a main guard
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
@@ -660,7 +692,7 @@ class TokenSync:
             max_workers=processes, mp_context=context, initializer=_init_worker,
             initargs=(self.manager.settings, progress, stop, os.getpid()))
         try:
-            futures = {pool.submit(_run_in_worker, task, self.options): task for task in tasks}
+            futures = {pool.submit(_run_in_worker, task, opts): task for task in tasks}
             self._collect(futures, nodes, summary, progress)
         finally:
             stop.set()
