@@ -1,4 +1,5 @@
-"""Pure codecs for IPFS content: CIDs, multihashes, dag-pb, UnixFS and a kubo-compatible importer.
+"""Pure codecs for IPFS content: CIDs, multihashes, dag-pb, UnixFS and a kubo-compatible importer
+(files, and directories plain or HAMT-sharded).
 
 Nothing here does I/O of its own; decoders raise :class:`~rubix_integration.errors.InvalidCIDError`
 for bad CID text and :class:`~rubix_integration.errors.CorruptBlockError` for bad block bytes.
@@ -31,6 +32,7 @@ from rubix_integration.codecs._cid import (
     verify_block,
 )
 from rubix_integration.codecs._dagpb import PBLink, PBNode, decode_pbnode, encode_pbnode
+from rubix_integration.codecs._hamt import SHARDING_THRESHOLD, build_hamt, hamt_hash
 from rubix_integration.codecs._importer import (
     CHUNK_SIZE,
     MAX_LINKS,
@@ -55,6 +57,7 @@ __all__ = [
     "MAX_LINKS",
     "RAW",
     "SHA2_256",
+    "SHARDING_THRESHOLD",
     "BlockSink",
     "ImportedNode",
     "PBLink",
@@ -63,6 +66,7 @@ __all__ = [
     "b32_upper_encode",
     "b58_decode",
     "b58_encode",
+    "build_hamt",
     "decode_cid_bytes",
     "decode_multihash",
     "decode_pbnode",
@@ -73,6 +77,7 @@ __all__ = [
     "encode_unixfs",
     "encode_uvarint",
     "file_cid",
+    "hamt_hash",
     "import_bytes",
     "import_directory",
     "import_file",

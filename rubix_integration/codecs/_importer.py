@@ -3,7 +3,8 @@
 Defaults: CIDv0 (dag-pb, sha2-256), fixed 256 KiB chunks, a balanced DAG of at most 174 links per
 node, leaves are dag-pb UnixFS File nodes. A file of one chunk is a single node. Directories are
 UnixFS Directory nodes whose links are sorted by name; a link's Tsize is the cumulative size of all
-blocks under it.
+blocks under it. A directory whose links kubo estimates at 256 KiB or more (name bytes plus CID
+bytes, summed) becomes a HAMT-sharded directory instead, built as kubo builds it (see ``_hamt``).
 
 The file importer streams: it holds one chunk and the pending links of each tree level, so its
 memory does not grow with the file.
@@ -17,6 +18,7 @@ from typing import NamedTuple, Protocol
 
 from rubix_integration.codecs._cid import CID, DAG_PB
 from rubix_integration.codecs._dagpb import PBLink, encode_pbnode
+from rubix_integration.codecs._hamt import SHARDING_THRESHOLD, build_hamt, needs_sharding
 from rubix_integration.codecs._unixfs import DIRECTORY, FILE, SYMLINK, encode_unixfs
 
 __all__ = [
@@ -187,8 +189,18 @@ def import_symlink(target: str, sink: BlockSink) -> ImportedNode:
     return ImportedNode(cid, len(block), 0)
 
 
-def import_directory(entries: Iterable[tuple[str, ImportedNode]], sink: BlockSink) -> ImportedNode:
-    """Build a directory node over already imported children; links are sorted by name."""
+def import_directory(
+    entries: Iterable[tuple[str, ImportedNode]],
+    sink: BlockSink,
+    *,
+    sharding_threshold: int = SHARDING_THRESHOLD,
+) -> ImportedNode:
+    """Build a directory over already imported children, as kubo's ``ipfs add`` does.
+
+    Below ``sharding_threshold`` (kubo's estimate: name bytes plus CID bytes over all entries)
+    the directory is one node whose links are sorted by name; at or above it, a HAMT-sharded
+    directory whose shard blocks all go to ``sink``. A threshold of 0 never shards.
+    """
     items = sorted(entries, key=lambda e: e[0].encode("utf-8"))
     names = [name for name, _ in items]
     if len(set(names)) != len(names):
@@ -197,6 +209,9 @@ def import_directory(entries: Iterable[tuple[str, ImportedNode]], sink: BlockSin
         if not name or "/" in name or name in (".", ".."):
             raise ValueError(f"invalid directory entry name {name!r}")
     links = [PBLink(node.cid, name, node.tsize) for name, node in items]
+    if needs_sharding(links, sharding_threshold):
+        cid, tsize = build_hamt(links, sink)
+        return ImportedNode(cid, tsize, 0)
     block = encode_pbnode(links, encode_unixfs(DIRECTORY))
     cid = _block(block)
     sink(cid, block)
