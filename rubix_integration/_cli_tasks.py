@@ -158,6 +158,10 @@ def resubmit(store_url: str | None, as_json: bool, task_id: str) -> None:
               show_default=True, help="Lease length in seconds; heartbeats every third of it.")
 @click.option("--poll", "poll_interval", type=click.FloatRange(min=0.01), default=0.5,
               show_default=True, help="Seconds between claims when the queue is empty.")
+@click.option("--batch", "batch_size", type=click.IntRange(min=1, max=1000), default=1,
+              show_default=True,
+              help="Claim up to this many tasks at a time and report their results together: "
+                   "faster for many short tasks; the tasks of a batch wait for each other.")
 @click.option("--max-tasks", type=click.IntRange(min=1), default=None,
               help="Stop after this many tasks.")
 @click.option("--exit-when-idle", is_flag=True, help="Stop once nothing is left to claim.")
@@ -165,11 +169,13 @@ def resubmit(store_url: str | None, as_json: bool, task_id: str) -> None:
               help="With --exit-when-idle: how long to wait for new tasks first.")
 def worker(store_url: str | None, handler_path: str | None, capabilities: str,
            worker_id: str | None, lease_seconds: float, poll_interval: float,
-           max_tasks: int | None, exit_when_idle: bool, idle_timeout: float) -> None:
+           batch_size: int, max_tasks: int | None, exit_when_idle: bool,
+           idle_timeout: float) -> None:
     """Claim and run tasks until stopped.
 
     Ctrl-C (or SIGTERM) once: finish the current task, then stop. Twice: interrupt it and give
-    it back to the queue.
+    it back to the queue. Either way, the tasks of a --batch not started yet go back to the
+    queue (their attempt not counted); they stay leased, with heartbeats, while they wait.
     """
     from rubix_integration.workflow import Worker, WorkflowCoordinator, load_handler
     from rubix_integration.workflow.worker import collect_handlers
@@ -187,7 +193,7 @@ def worker(store_url: str | None, handler_path: str | None, capabilities: str,
                 raise PluginError("no --handler given and no plugin registers task handlers")
         coordinator = WorkflowCoordinator(manager, lease_seconds=lease_seconds)
         runner = Worker(coordinator, handlers, worker_id=worker_id, capabilities=capabilities,
-                        poll_interval=poll_interval)
+                        poll_interval=poll_interval, batch_size=batch_size)
 
         def first_stop(signum: int, frame: FrameType | None) -> None:
             click.echo(f"{runner.worker_id}: stopping after the current task "
@@ -202,7 +208,7 @@ def worker(store_url: str | None, handler_path: str | None, capabilities: str,
         try:
             stats = runner.run(max_tasks=max_tasks, exit_when_idle=exit_when_idle,
                                idle_timeout=idle_timeout)
-        except KeyboardInterrupt:  # between tasks: nothing is held
+        except KeyboardInterrupt:  # between tasks: what is held is left to its lease
             stats = runner.stats
         click.echo(f"{runner.worker_id}: claimed {stats.claimed}, completed {stats.completed}, "
                    f"failed {stats.failed}, refused {stats.lost}, released {stats.released}",

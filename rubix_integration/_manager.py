@@ -405,6 +405,11 @@ class Manager:
         """Claim the next task this worker can run, or ``None``."""
         return self.workflow.get_next_task(worker_id, capabilities, **kwargs)
 
+    def get_next_tasks(self, worker_id: str, capabilities: Iterable[str] = (), *, limit: int,
+                       **kwargs: Any) -> list[Any]:
+        """Claim up to ``limit`` tasks in one transaction, best first (each with its own lease)."""
+        return list(self.workflow.get_next_tasks(worker_id, capabilities, limit=limit, **kwargs))
+
     def heartbeat(self, task_id: str, worker_id: str, **kwargs: Any) -> Any:
         """Extend the lease a worker holds on a task."""
         return self.workflow.heartbeat(task_id, worker_id, **kwargs)
@@ -412,6 +417,10 @@ class Manager:
     def complete_task(self, task_id: str, result: Any = None, **kwargs: Any) -> Any:
         """Accept a task's result (refused when the caller lost the lease)."""
         return self.workflow.complete_task(task_id, result, **kwargs)
+
+    def complete_tasks(self, results: Iterable[Mapping[str, Any]], **kwargs: Any) -> list[Any]:
+        """Accept several results in one transaction; per item the task or the refusal."""
+        return list(self.workflow.complete_tasks(results, **kwargs))
 
     def fail_task(self, task_id: str, error: str, **kwargs: Any) -> Any:
         """Record a failed attempt: retry later with backoff, or dead after the last attempt."""

@@ -71,13 +71,16 @@ def _completions(manager: Manager) -> collections.Counter[str]:
     return collections.Counter(r.data["task_id"] for r in records)
 
 
-@pytest.mark.parametrize(("store_kind", "tasks", "workers"), [
-    pytest.param("postgresql", 10_000, 8, marks=pytest.mark.postgres, id="postgresql"),
-    pytest.param("sqlite", 1_000, 4, id="sqlite"),
+@pytest.mark.parametrize(("store_kind", "tasks", "workers", "batch"), [
+    pytest.param("postgresql", 10_000, 8, 1, marks=pytest.mark.postgres, id="postgresql"),
+    pytest.param("postgresql", 10_000, 8, 16, marks=pytest.mark.postgres,
+                 id="postgresql-batch"),
+    pytest.param("sqlite", 1_000, 4, 1, id="sqlite"),
+    pytest.param("sqlite", 1_000, 4, 8, id="sqlite-batch"),
 ])
 def test_workers_drain_the_queue_each_task_completed_exactly_once(
     store_url: str, tmp_path: Path, cleanup: list[subprocess.Popen[bytes]], tasks: int,
-    workers: int,
+    workers: int, batch: int,
 ) -> None:
     log_dir = tmp_path / "runs"
     log_dir.mkdir()
@@ -88,7 +91,8 @@ def test_workers_drain_the_queue_each_task_completed_exactly_once(
         assert created == tasks
         started = time.monotonic()
         cleanup.extend(_worker(store_url, log_dir, "--handler", "tests.workflow_handlers:echo",
-                               "--exit-when-idle", "--idle-timeout", "1", "--poll", "0.05")
+                               "--exit-when-idle", "--idle-timeout", "1", "--poll", "0.05",
+                               "--batch", str(batch))
                        for _ in range(workers))
         errors = _wait_all(cleanup, timeout=150)
         elapsed = time.monotonic() - started
@@ -107,36 +111,44 @@ def test_workers_drain_the_queue_each_task_completed_exactly_once(
         pids = {t.result["pid"] for t in done}
         assert len(pids) > 1, "the work was not shared"
         assert manager.provenance.verify().ok
-    print(f"\n{workers} workers drained {tasks} tasks in {elapsed:.1f}s "
+    print(f"\n{workers} workers (batch {batch}) drained {tasks} tasks in {elapsed:.1f}s "
           f"({tasks / elapsed:.0f}/s)")
 
 
+@pytest.mark.parametrize("batch", [1, 3])
 def test_killed_worker_task_is_claimed_again_after_its_lease(
-    store_url: str, tmp_path: Path, cleanup: list[subprocess.Popen[bytes]],
+    store_url: str, tmp_path: Path, cleanup: list[subprocess.Popen[bytes]], batch: int,
 ) -> None:
     log_dir = tmp_path / "runs"
     log_dir.mkdir()
+    # with a batch, the killed worker also held the tasks waiting behind the victim
+    others = [f"waiting{i}" for i in range(1, batch)]
     with Manager(store_url=store_url) as manager:
         manager.submit_task("victim", "work", {"n": 1})
+        for task_id in others:
+            manager.submit_task(task_id, "work", {"n": 2})
         first = _worker(store_url, log_dir, "--handler", "tests.workflow_handlers:slow_once",
-                        "--lease", "1.5", "--worker-id", "first")
+                        "--lease", "1.5", "--worker-id", "first", "--batch", str(batch))
         cleanup.append(first)
         deadline = time.monotonic() + 30
         while not (log_dir / "started").exists():
             assert time.monotonic() < deadline, "the first worker never started the task"
             time.sleep(0.05)
-        # the worker heartbeats while the handler runs: the lease stays held past its length
+        # the worker heartbeats while the handler runs: the leases stay held past their length
         time.sleep(2.0)
         held = manager.get_task_status("victim")
         assert held.state == "running" and held.worker_id == "first"
         assert held.lease_expires_at_us is not None
+        for task_id in others:
+            waiting = manager.get_task_status(task_id)
+            assert waiting.state == "running" and waiting.worker_id == "first"
         os.killpg(first.pid, signal.SIGKILL)
         first.wait(timeout=10)
         killed_at = time.time()
 
         second = _worker(store_url, log_dir, "--handler", "tests.workflow_handlers:slow_once",
                          "--lease", "1.5", "--worker-id", "second", "--exit-when-idle",
-                         "--idle-timeout", "6", "--poll", "0.1")
+                         "--idle-timeout", "6", "--poll", "0.1", "--batch", str(batch))
         cleanup.append(second)
         assert not _wait_all([second], timeout=60)
         task = manager.get_task_status("victim")
@@ -146,8 +158,13 @@ def test_killed_worker_task_is_claimed_again_after_its_lease(
         assert task.finished_at_us is not None
         assert task.finished_at_us / 1e6 >= held.lease_expires_at_us / 1e6 - 0.01
         assert task.finished_at_us / 1e6 >= killed_at
-        assert _completions(manager) == {"victim": 1}
-        assert _runs(log_dir)["victim"] == 2
+        for task_id in others:  # never started by the first worker; its claim counted
+            other = manager.get_task_status(task_id)
+            assert other.state == "completed" and other.worker_id == "second"
+            assert other.attempts == 2
+        assert _completions(manager) == {"victim": 1, **dict.fromkeys(others, 1)}
+        runs = _runs(log_dir)
+        assert runs["victim"] == 2 and all(runs[t] == 1 for t in others)
 
 
 @pytest.mark.parametrize("interrupts", [1, 2])

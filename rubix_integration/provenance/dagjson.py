@@ -17,6 +17,12 @@ example ``ipfs dag put --store-codec dag-json``) produces the same bytes, hence 
 
 Tuples encode as lists. Anything else (sets, objects, non-string keys) raises
 :class:`~rubix_integration.provenance.errors.InvalidDataError` naming where it was found.
+
+Plain JSON data (the usual case) is written by the standard library's C encoder and accepted only
+when reading the text back gives the value again and nothing in it can differ from the rules
+above (a float in exponent form, ``-0.0``, an integer of more than 18 characters, a ``"/"``, deep
+nesting); anything else goes through the encoder written out here, which gives the same bytes or
+the error.
 """
 
 from __future__ import annotations
@@ -40,6 +46,7 @@ __all__ = [
     "cid_text_for_block",
     "decode",
     "encode",
+    "encode_plain",
     "format_float",
     "from_json_form",
     "to_json_form",
@@ -98,8 +105,72 @@ def _fail(path: tuple[str | int, ...], message: str) -> InvalidDataError:
     return InvalidDataError(f"{_where(path)}: {message}", path=_where(path))
 
 
+# sort_keys orders keys by code point, which is the order of their UTF-8 bytes
+_c_encode: Callable[[Any], str] = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")).encode
+
+
+def _short_int(text: str) -> int:
+    # 18 characters always fit in 64 bits; longer integers take the full encoder's range check
+    if len(text) > 18:
+        raise ValueError(text)
+    return int(text)
+
+
+_read_back: Callable[[str], Any] = json.JSONDecoder(parse_int=_short_int).decode
+
+
+def encode_plain(value: Any) -> tuple[bytes, Any]:
+    """The canonical DAG-JSON bytes of ``value`` and those bytes read back as plain JSON values.
+
+    Links and bytes stay in their ``{"/": …}`` form in the second item (see :func:`from_json_form`).
+    """
+    try:
+        text = _c_encode(value)
+        # the C encoder differs from DAG-JSON on floats in exponent form and on negative zero;
+        # "/" keys need the full encoder's checks
+        if _exponent_in(text) or "-0.0" in text or '"/"' in text:
+            raise ValueError(text)
+        plain = _read_back(text)
+        # reading back equal rules out tuples, links, bytes and keys that are not text
+        if plain == value and (text.count("{") + text.count("[") <= MAX_DEPTH
+                               or _within_depth(plain)):
+            return text.encode("utf-8"), plain
+    except (TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+        pass
+    block = _encode_full(value)
+    return block, json.loads(block)
+
+
+def _exponent_in(text: str) -> bool:
+    # a digit before "e-" or "e+": a float written in exponent form (or text that looks like one)
+    for mark in ("e-", "e+"):
+        at = text.find(mark)
+        while at > 0:
+            if text[at - 1].isdigit():
+                return True
+            at = text.find(mark, at + 2)
+    return False
+
+
+def _within_depth(plain: Any) -> bool:
+    # whether no value of plain JSON data lies deeper than MAX_DEPTH, visiting containers only
+    level = [plain]
+    for _ in range(MAX_DEPTH):
+        level = [child for item in level
+                 for child in (item.values() if isinstance(item, dict) else item)
+                 if isinstance(child, (dict, list))]
+        if not level:
+            return True
+    return not any(level)
+
+
 def encode(value: Any) -> bytes:
     """Return the canonical DAG-JSON bytes of ``value``."""
+    return encode_plain(value)[0]
+
+
+def _encode_full(value: Any) -> bytes:
     parts: list[str] = []
     _encode_into(value, parts, (), 0)
     text = "".join(parts)
@@ -176,21 +247,18 @@ def cid_for_block(block: bytes) -> CID:
 _CID_PREFIX = b"\x01\xa9\x02\x12\x20"
 _B32 = "abcdefghijklmnopqrstuvwxyz234567"
 _B32_PAIRS = [_B32[i >> 5] + _B32[i & 31] for i in range(1024)]
-_CID_BYTES = len(_CID_PREFIX) + 32
-_CID_CHARS = (_CID_BYTES * 8 + 4) // 5
-_PAD_BITS = _CID_CHARS * 5 - _CID_BYTES * 8 + (_CID_CHARS % 2) * 5
+# the 5-byte prefix is exactly 8 base32 characters, so the digest's characters follow it unchanged
+_CID_TEXT_PREFIX = "b" + "".join(_B32[(int.from_bytes(_CID_PREFIX, "big") >> s) & 31]
+                                 for s in range(35, -1, -5))
+_DIGEST_PAD_BITS = 52 * 5 - 256  # 32 bytes make 52 characters, the last padded with zero bits
+_DIGEST_SHIFTS = range(25 * 10, -1, -10)
 
 
 def cid_text_for_block(block: bytes) -> str:
     """``str(cid_for_block(block))``, computed without the general CID machinery (hot path)."""
-    n = int.from_bytes(_CID_PREFIX + hashlib.sha256(block).digest(), "big") << _PAD_BITS
+    n = int.from_bytes(hashlib.sha256(block).digest(), "big") << _DIGEST_PAD_BITS
     pairs = _B32_PAIRS
-    out = [pairs[(n >> shift) & 1023] for shift in range(n.bit_length() // 10 * 10, -1, -10)]
-    text = "".join(out)
-    # the leading pair may hold a zero character that the bit length dropped
-    total = (_CID_CHARS + _CID_CHARS % 2)
-    text = text.rjust(total, "a")[: _CID_CHARS]
-    return "b" + text
+    return _CID_TEXT_PREFIX + "".join([pairs[(n >> shift) & 1023] for shift in _DIGEST_SHIFTS])
 
 
 def _revive(value: Any) -> Any:

@@ -39,10 +39,10 @@ from rubix_integration.provenance.errors import (
     PayloadTooLargeError,
     RecordNotFoundError,
 )
-from rubix_integration.provenance.models import PROVENANCE_TABLE
+from rubix_integration.provenance.models import CID_GROUP, CID_GROUP_BITS, PROVENANCE_TABLE
 
 if TYPE_CHECKING:
-    from sqlalchemy.engine import Connection
+    from sqlalchemy.engine import Connection, Row
 
     from rubix_integration._manager import Manager
     from rubix_integration.ipfs.base import IPFSBackend
@@ -70,6 +70,8 @@ _RAW_TABLE = sa.Table(
     *(sa.Column(c, sa.Text if c == "data" else PROVENANCE_TABLE.c[c].type) for c in _RAW_COLUMNS),
 )
 _MAX_TYPE_LENGTH = 200
+# lookup groups probed by one statement (each is one bound parameter)
+_GROUPS_PER_LOOKUP = 1000
 
 
 def now_us() -> int:
@@ -183,7 +185,13 @@ class Recording:
         self._logger = logger
         self._prev, self._seq = head
         self.records: list[ProvenanceRecord] = []
-        self._rows: list[dict[str, Any]] = []
+        # rows in _RAW_COLUMNS order (data as JSON text), and each row's data as JSON values
+        self._rows: list[tuple[Any, ...]] = []
+        self._plain: list[Any] = []
+        enc = dagjson._encode_str
+        # the block's keys in order: chain, data, node, prev, seq, time, type
+        self._block_start = '{"chain":' + enc(logger.chain) + ',"data":'
+        self._block_node = ',"node":' + enc(logger.node_id) + ',"prev":'
 
     def add(self, type: str, data: Any, *, timestamp_us: int | None = None) -> ProvenanceRecord:
         """Encode one record after the ones already added; return it (not yet written)."""
@@ -191,7 +199,7 @@ class Recording:
             raise InvalidDataError(
                 f"a record type must be non-empty text of at most {_MAX_TYPE_LENGTH} characters, "
                 f"not {type!r}", path="type")
-        data_bytes = dagjson.encode(data)
+        data_bytes, json_data = dagjson.encode_plain(data)
         if len(data_bytes) > MAX_RECORD_BYTES:
             raise PayloadTooLargeError(
                 f"record data is {len(data_bytes)} bytes encoded; the limit is "
@@ -200,28 +208,24 @@ class Recording:
         logger = self._logger
         ts = now_us() if timestamp_us is None else int(timestamp_us)
         seq = self._seq + 1
-        enc = dagjson._encode_str
-        prev_text = "null" if self._prev is None else '{"/":' + enc(self._prev) + "}"
+        prev = self._prev
         data_text = data_bytes.decode("utf-8")
+        enc = dagjson._encode_str
+        # a formatted time holds no character that JSON escapes
         block_text = (
-            '{"chain":' + enc(logger.chain) + ',"data":' + data_text
-            + ',"node":' + enc(logger.node_id) + ',"prev":' + prev_text
-            + ',"seq":' + str(seq) + ',"time":' + enc(format_time(ts))
-            + ',"type":' + enc(type) + "}"
+            self._block_start + data_text + self._block_node
+            + ("null" if prev is None else '{"/":' + enc(prev) + "}")
+            + ',"seq":' + str(seq) + ',"time":"' + format_time(ts)
+            + '","type":' + enc(type) + "}"
         )
-        block = block_text.encode("utf-8")
-        cid = dagjson.cid_text_for_block(block)
-        json_data = json.loads(data_text)
+        cid = dagjson.cid_text_for_block(block_text.encode("utf-8"))
         # only data holding links or bytes has "/" keys to turn back into CIDs and bytes
         revived = dagjson.from_json_form(json_data) if '"/"' in data_text else json_data
-        record = ProvenanceRecord(cid=cid, prev=self._prev, chain=logger.chain, seq=seq,
-                                  type=type, timestamp_us=ts, origin_node=logger.node_id,
-                                  data=revived)
-        self._rows.append({
-            "cid": cid, "chain": logger.chain, "seq": seq, "prev": self._prev, "type": type,
-            "timestamp_us": ts, "origin_node": logger.node_id, "data": json_data,
-            "block": block_text, "published": False, "data_text": data_text,
-        })
+        chain, node = logger.chain, logger.node_id
+        record = ProvenanceRecord(cid=cid, prev=prev, chain=chain, seq=seq, type=type,
+                                  timestamp_us=ts, origin_node=node, data=revived)
+        self._rows.append((cid, chain, seq, prev, type, ts, node, data_text, block_text, False))
+        self._plain.append(json_data)
         self.records.append(record)
         self._prev, self._seq = cid, seq
         return record
@@ -229,17 +233,18 @@ class Recording:
     def flush(self, conn: Connection) -> None:
         """Insert every record added since the last flush into ``conn``'s transaction."""
         rows, self._rows = self._rows, []
+        plain, self._plain = self._plain, []
         if not rows:
             return
         if len(rows) < 8:
-            conn.execute(sa.insert(PROVENANCE_TABLE),
-                         [{k: v for k, v in r.items() if k != "data_text"} for r in rows])
+            conn.execute(sa.insert(PROVENANCE_TABLE), [
+                {**dict(zip(_RAW_COLUMNS, row, strict=True)), "data": data}
+                for row, data in zip(rows, plain, strict=True)])
         else:
-            # the data is already JSON text: a text-typed view of the table skips re-encoding
-            self._logger.store.bulk_insert(
-                _RAW_TABLE, [tuple(r["data_text" if c == "data" else c] for c in _RAW_COLUMNS)
-                             for r in rows],
-                columns=_RAW_COLUMNS, connection=conn)
+            # the data is already JSON text: a text-typed view of the table skips re-encoding,
+            # and every value is one the drivers take as it is
+            self._logger.store.bulk_insert(_RAW_TABLE, rows, columns=_RAW_COLUMNS,
+                                           connection=conn, convert=False)
 
     @property
     def head(self) -> tuple[str | None, int]:
@@ -398,22 +403,20 @@ class ProvenanceLogger:
         except InvalidCIDError as exc:
             raise RecordNotFoundError(f"no provenance record {str(cid)[:100]!r}: {exc}",
                                       cid=str(cid)[:100]) from exc
-        t = PROVENANCE_TABLE
         with self.store.connect() as conn:
-            row = conn.execute(sa.select(t).where(t.c.cid == text)).first()
-        if row is None:
+            rows = _rows_named(conn, text, _NAMED_RECORD, first=True)
+        if not rows:
             raise RecordNotFoundError(f"no provenance record {text}", cid=text)
-        return self._record(row)
+        return self._record(rows[0])
 
     def get_block(self, cid: str | CID) -> bytes:
         """The exact DAG-JSON bytes of record ``cid`` (what IPFS stores under that CID)."""
         text = str(parse_cid(cid))
-        t = PROVENANCE_TABLE
         with self.store.connect() as conn:
-            block = conn.execute(sa.select(t.c.block).where(t.c.cid == text)).scalar()
-        if block is None:
+            rows = _rows_named(conn, text, _NAMED_BLOCK, first=True)
+        if not rows:
             raise RecordNotFoundError(f"no provenance record {text}", cid=text)
-        return str(block).encode("utf-8")
+        return str(rows[0].block).encode("utf-8")
 
     def query_logs(
         self,
@@ -436,8 +439,6 @@ class ProvenanceLogger:
         columns, paths = parse_filters(filters)
         dialect = self.store.engine.dialect.name
         query = sa.select(t)
-        for name, value in columns.items():
-            query = query.where(t.c[name] == value)
         for path, value in paths.items():
             query = query.where(data_condition(dialect, t.c.data, path, value))
         if since is not None:
@@ -453,7 +454,7 @@ class ProvenanceLogger:
         if offset:
             query = query.offset(offset)
         with self.store.connect() as conn:
-            rows = conn.execute(query).all()
+            rows = conn.execute(query.where(*_column_conditions(conn, columns))).all()
         return [self._record(r) for r in rows]
 
     def count(self, filters: Mapping[str, Any] | None = None) -> int:
@@ -462,12 +463,10 @@ class ProvenanceLogger:
         columns, paths = parse_filters(filters)
         dialect = self.store.engine.dialect.name
         query = sa.select(sa.func.count()).select_from(t)
-        for name, value in columns.items():
-            query = query.where(t.c[name] == value)
         for path, value in paths.items():
             query = query.where(data_condition(dialect, t.c.data, path, value))
         with self.store.connect() as conn:
-            return int(conn.execute(query).scalar_one())
+            return int(conn.execute(query.where(*_column_conditions(conn, columns))).scalar_one())
 
     def chains(self) -> list[str]:
         """Every chain id in the store."""
@@ -566,6 +565,56 @@ class ProvenanceLogger:
 
     def __repr__(self) -> str:
         return f"<ProvenanceLogger chain={self.chain!r}>"
+
+
+def _named(*columns: Any) -> sa.Select[Any]:
+    t = PROVENANCE_TABLE
+    return (sa.select(*columns)
+            .where(CID_GROUP.in_(sa.bindparam("groups", expanding=True)),
+                   t.c.cid == sa.bindparam("cid"))
+            .order_by(t.c.id))
+
+
+# built once: lookups are frequent and short, so building a statement would cost as much as
+# running it
+_ID_RANGE = sa.select(sa.select(sa.func.min(PROVENANCE_TABLE.c.id)).scalar_subquery(),
+                      sa.select(sa.func.max(PROVENANCE_TABLE.c.id)).scalar_subquery())
+_NAMED_RECORD = _named(PROVENANCE_TABLE)
+_NAMED_BLOCK = _named(PROVENANCE_TABLE.c.block)
+_NAMED_ID = _named(PROVENANCE_TABLE.c.id)
+
+
+def _rows_named(conn: Connection, cid: str, query: sa.Select[Any],
+                first: bool = False) -> list[Row[Any]]:
+    """Rows of ``query`` (one of the ``_NAMED_*``) for the records named ``cid``, oldest first;
+    stop at the first one found when ``first``. Probes each lookup group of
+    ``ix_provenance_records_cid`` in turn."""
+    # min() and max() in scalar subqueries: SQLite reads only one of them per statement from the
+    # index, and would scan the table for both
+    low, high = conn.execute(_ID_RANGE).one()
+    if high is None:
+        return []
+    groups = range(int(low) >> CID_GROUP_BITS, (int(high) >> CID_GROUP_BITS) + 1)
+    found: list[Row[Any]] = []
+    for start in range(0, len(groups), _GROUPS_PER_LOOKUP):
+        chunk = list(groups[start:start + _GROUPS_PER_LOOKUP])
+        found += conn.execute(query, {"groups": chunk, "cid": cid}).all()
+        if found and first:
+            break
+    return found
+
+
+def _column_conditions(conn: Connection, columns: Mapping[str, Any]) -> list[Any]:
+    """Conditions for column filters; a CID is looked up first and matched by row id."""
+    t = PROVENANCE_TABLE
+    conditions: list[Any] = []
+    for name, value in columns.items():
+        if name == "cid" and isinstance(value, (str, CID)):
+            ids = [row.id for row in _rows_named(conn, str(value), _NAMED_ID)]
+            conditions.append(t.c.id.in_(ids))
+        else:
+            conditions.append(t.c[name] == value)
+    return conditions
 
 
 def _merge(fixed: dict[str, Any], data: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -9,6 +9,7 @@ tags and capabilities match; :class:`Worker` runs handlers.
 from __future__ import annotations
 
 from rubix_integration.workflow.coordinator import (
+    MAX_BATCH,
     MAX_PAYLOAD_BYTES,
     STATES,
     Task,
@@ -24,6 +25,7 @@ from rubix_integration.workflow.errors import (
 from rubix_integration.workflow.worker import Worker, WorkerStats, load_handler
 
 __all__ = [
+    "MAX_BATCH",
     "MAX_PAYLOAD_BYTES",
     "STATES",
     "LeaseLostError",

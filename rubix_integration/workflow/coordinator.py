@@ -13,13 +13,16 @@ Task states::
 - **Claiming is atomic.** PostgreSQL: ``SELECT … FOR UPDATE SKIP LOCKED`` inside the claiming
   ``UPDATE``, so concurrent workers never wait for or take the same row. SQLite: the claim runs in
   a ``BEGIN IMMEDIATE`` transaction, which holds the database's write lock.
+  :meth:`WorkflowCoordinator.get_next_tasks` claims several tasks in one transaction; each gets
+  a lease and token of its own, exactly as if claimed one by one.
 - **Leases and fencing.** A claim gives the worker a lease (``lease_seconds``) and a fresh
   ``lease_token``; :meth:`WorkflowCoordinator.heartbeat` extends it. When the lease expires the
   task is claimable again (that counts as an attempt) and gets a new token. Completing, failing,
   releasing or heartbeating with a token (or worker id) that no longer holds the task raises
   :class:`~rubix_integration.workflow.errors.LeaseLostError` and changes nothing, so each task
   has exactly one accepted result. A holder whose lease ran out but whose task nobody claimed
-  yet still holds it.
+  yet still holds it. :meth:`WorkflowCoordinator.complete_tasks` accepts several results in one
+  transaction, each fenced on its own: the refused ones change nothing and say why.
 - **Retries.** A failed attempt is retried after ``backoff_base * 2**(attempt-1)`` seconds (at
   most ``backoff_max``) until ``max_attempts``; then the task is ``dead``: kept, listable, and
   revived by :meth:`WorkflowCoordinator.resubmit_task`.
@@ -30,21 +33,33 @@ Task states::
 - Payloads (``data`` and ``result``) are JSON (DAG-JSON: bytes and CIDs allowed) of at most
   :data:`MAX_PAYLOAD_BYTES` encoded.
 
+Round trips (PostgreSQL): a claim or a completion is ``BEGIN``, its statement (a claim sets
+``enable_sort = off`` first), the provenance rows and ``COMMIT``, for one task or a batch.
+Inside :meth:`WorkflowCoordinator.keep_connection` (as :class:`~.worker.Worker` runs) the
+calling thread reuses one connection instead of taking one from the pool per call, which the
+pool would first check with a ping; a connection found lost before ``COMMIT`` was sent is
+replaced and the call run again once (the server rolled the transaction back).
+
 Times come from each caller's clock; machines sharing a store should keep their clocks in sync
 (NTP), with leases much longer than any skew.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import secrets
+import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 
 from rubix_integration.codecs import parse_cid
+from rubix_integration.errors import RubixError, StoreUnavailableError
 from rubix_integration.provenance import dagjson
 from rubix_integration.provenance.errors import InvalidDataError, PayloadTooLargeError
 from rubix_integration.provenance.logger import format_time, now_us
@@ -64,15 +79,26 @@ if TYPE_CHECKING:
     from rubix_integration.provenance import ProvenanceLogger, Recording
     from rubix_integration.stores.base import Store
 
-__all__ = ["MAX_PAYLOAD_BYTES", "STATES", "Task", "WorkflowCoordinator"]
+__all__ = ["MAX_BATCH", "MAX_PAYLOAD_BYTES", "STATES", "Task", "WorkflowCoordinator"]
+
+log = logging.getLogger("rubix_integration.workflow")
 
 #: Largest ``data`` or ``result`` accepted, encoded as DAG-JSON: 1 MiB.
 MAX_PAYLOAD_BYTES = 1024 * 1024
+#: Most tasks one :meth:`WorkflowCoordinator.get_next_tasks` or ``complete_tasks`` call handles.
+MAX_BATCH = 1000
 STATES = ("pending", "running", "retry_wait", "completed", "dead", "cancelled")
 ACTIVE = ("pending", "running", "retry_wait")
 FINISHED = ("completed", "dead", "cancelled")
 _MAX_ERROR = 4000
 _T = TASK_TABLE
+_R = TypeVar("_R")
+
+# the task columns in Task's order, for statements that return rows through the driver
+_COLUMNS = ("task_id", "task_type", "state", "priority", "data", "tags", "attempts",
+            "max_attempts", "created_at_us", "updated_at_us", "due_at_us", "worker_id",
+            "lease_token", "lease_expires_at_us", "result", "error", "finished_at_us")
+_RETURNING = ", ".join(f"t.{c}" for c in _COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -99,17 +125,29 @@ class Task:
 
     @classmethod
     def from_row(cls, row: Any) -> Task:
+        """A task from a typed row of ``workflow_tasks`` (JSON columns already decoded)."""
         m = row._mapping
         return cls(
             task_id=m["task_id"], task_type=m["task_type"], state=m["state"],
-            priority=int(m["priority"]), data=dagjson.from_json_form(_json(m["data"])),
-            tags=tuple(_json(m["tags"]) or ()), attempts=int(m["attempts"]),
+            priority=int(m["priority"]), data=dagjson.from_json_form(m["data"]),
+            tags=tuple(m["tags"] or ()), attempts=int(m["attempts"]),
             max_attempts=int(m["max_attempts"]), created_at_us=int(m["created_at_us"]),
             updated_at_us=int(m["updated_at_us"]), due_at_us=m["due_at_us"],
             worker_id=m["worker_id"], lease_token=m["lease_token"],
             lease_expires_at_us=m["lease_expires_at_us"],
-            result=dagjson.from_json_form(_json(m["result"])), error=m["error"],
+            result=dagjson.from_json_form(m["result"]), error=m["error"],
             finished_at_us=m["finished_at_us"])
+
+    @classmethod
+    def _from_values(cls, v: Sequence[Any]) -> Task:
+        """A task from values in :data:`_COLUMNS` order (JSON columns decoded)."""
+        return cls(
+            task_id=v[0], task_type=v[1], state=v[2], priority=int(v[3]),
+            data=dagjson.from_json_form(v[4]), tags=tuple(v[5] or ()),
+            attempts=int(v[6]), max_attempts=int(v[7]), created_at_us=int(v[8]),
+            updated_at_us=int(v[9]), due_at_us=v[10], worker_id=v[11], lease_token=v[12],
+            lease_expires_at_us=v[13], result=dagjson.from_json_form(v[14]),
+            error=v[15], finished_at_us=v[16])
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON values; times as ISO text."""
@@ -129,22 +167,43 @@ class Task:
         }
 
 
-def _json(value: Any) -> Any:
-    import json
-
-    return json.loads(value) if isinstance(value, str) else value
-
-
-def _payload(value: Any, what: str) -> Any:
+def _encoded_payload(value: Any, what: str) -> bytes:
+    """``value`` as DAG-JSON, or InvalidDataError / PayloadTooLargeError."""
     encoded = dagjson.encode(value)
     if len(encoded) > MAX_PAYLOAD_BYTES:
         raise PayloadTooLargeError(
             f"task {what} is {len(encoded)} bytes encoded; the limit is {MAX_PAYLOAD_BYTES} "
             "bytes (store large content in IPFS and pass its CID)",
             size=len(encoded), limit=MAX_PAYLOAD_BYTES, path=what)
-    import json
+    return encoded
 
-    return json.loads(encoded)
+
+def _payload(value: Any, what: str) -> Any:
+    return json.loads(_encoded_payload(value, what))
+
+
+class _Result(NamedTuple):
+    """A result to accept: its task, fencing token and DAG-JSON text, and its CID."""
+
+    task_id: str
+    lease_token: str | None
+    text: str
+    cid: str
+
+
+class _Holder(NamedTuple):
+    """What the fencing check reads of a task."""
+
+    task_id: str
+    state: str
+    worker_id: str | None
+    lease_token: str | None
+
+
+def _check_limit(limit: int) -> int:
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_BATCH:
+        raise ValueError(f"limit must be an integer from 1 to {MAX_BATCH}, not {limit!r}")
+    return limit
 
 
 class WorkflowCoordinator:
@@ -176,6 +235,7 @@ class WorkflowCoordinator:
         self.preferred_wait = float(preferred_wait)
         self._provenance = provenance
         self._last_sweep = 0.0
+        self._local = threading.local()  # the connection keep_connection() holds, per thread
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -199,7 +259,8 @@ class WorkflowCoordinator:
         return (sa.select(sa.func.coalesce(sa.func.max(_T.c.change_version), 0) + 1)
                 .scalar_subquery())
 
-    def _record(self, rec: Recording, task: Task, old_state: str | None) -> None:
+    def _record(self, rec: Recording, task: Task, old_state: str | None,
+                result_cid: str | None = None) -> None:
         data: dict[str, Any] = {
             "task_id": task.task_id, "task_type": task.task_type, "old_state": old_state,
             "new_state": task.state, "attempt": task.attempts,
@@ -207,7 +268,9 @@ class WorkflowCoordinator:
         if task.worker_id is not None:
             data["worker_id"] = task.worker_id
         if task.state == "completed":
-            data["result"] = parse_cid(dagjson.cid_text_for_block(dagjson.encode(task.result)))
+            if result_cid is None:
+                result_cid = dagjson.cid_text_for_block(dagjson.encode(task.result))
+            data["result"] = parse_cid(result_cid)
         if task.error is not None and task.state in ("retry_wait", "dead"):
             data["error"] = task.error[:500]
         rec.add("task_state", data)
@@ -239,15 +302,122 @@ class WorkflowCoordinator:
         return Task.from_row(row)
 
     def _change(self, task_id: str, change: Any) -> Task:
-        """Run ``change(conn, row) -> (values, old_state)`` on one locked task, record it."""
-        with self.provenance.recording() as rec, self.store.transaction() as conn:
+        """Run ``change(row) -> values`` on one locked task, record it."""
+        def body(conn: Connection, rec: Recording) -> tuple[Task, str]:
             row = self._load(conn, task_id)
             values = change(row)
             task = self._update(conn, task_id, **values)
             self._record(rec, task, row.state)
-            rec.flush(conn)
-        self._announce([(task, row.state)])
+            return task, str(row.state)
+
+        task, old_state = self._run(body)
+        self._announce([(task, old_state)])
         return task
+
+    # --- transactions --------------------------------------------------------------------------
+
+    @contextmanager
+    def keep_connection(self) -> Iterator[None]:
+        """Within the block, this thread's state changes (claims, results, heartbeats, …) reuse
+        one store connection instead of one from the pool each (see the module doc).
+
+        Meant for loops of many calls, as :meth:`Worker.run <.worker.Worker.run>` is. Reads,
+        submits and other threads are not affected; nested use keeps the outer connection. On
+        SQLite, where a pooled connection costs no round trip, it changes nothing.
+        """
+        if not self._pg or getattr(self._local, "conn", None) is not None:
+            yield
+            return
+        with self.store.connect() as conn:
+            self._local.conn = conn
+            try:
+                yield
+            finally:
+                self._local.conn = None
+
+    def _run(self, body: Callable[[Connection, Recording], _R]) -> _R:
+        """Run ``body(conn, rec)`` in one transaction with the records it adds; return its value."""
+        def once(committing: list[bool]) -> _R:
+            with self.provenance.recording() as rec, self._transaction(committing) as conn:
+                out = body(conn, rec)
+                rec.flush(conn)
+            return out
+
+        return self._retry(once)
+
+    def _run_unrecorded(self, body: Callable[[Connection], _R]) -> _R:
+        """Run ``body(conn)`` in one transaction (no state change: nothing to record)."""
+        def once(committing: list[bool]) -> _R:
+            with self._transaction(committing) as conn:
+                return body(conn)
+
+        return self._retry(once)
+
+    @contextmanager
+    def _transaction(self, committing: list[bool]) -> Iterator[Connection]:
+        """A transaction on the kept connection, or on one from the pool; ``committing`` gets an
+        item once the block is done, before ``COMMIT`` is sent."""
+        kept: Connection | None = getattr(self._local, "conn", None)
+        if kept is None:
+            with self.store.transaction() as conn:
+                yield conn
+                committing.append(True)
+            return
+        with kept.begin():
+            yield kept
+            committing.append(True)
+
+    def _retry(self, once: Callable[[list[bool]], _R]) -> _R:
+        """``once(committing)``; on a kept connection, a disconnect before ``COMMIT`` was sent
+        runs it once more, on a new connection (the server rolled the transaction back)."""
+        if getattr(self._local, "conn", None) is None:
+            return once([])
+        try:
+            committing: list[bool] = []
+            return once(committing)
+        except sa.exc.DBAPIError as exc:
+            if committing or not exc.connection_invalidated:
+                raise
+            log.info("workflow: store connection lost (%s); running the call again",
+                     " ".join(str(exc.orig).split()))
+        try:
+            return once([])
+        except sa.exc.DBAPIError as exc:
+            if not isinstance(exc, sa.exc.OperationalError) and not exc.connection_invalidated:
+                raise
+            store = self.store
+            reason = " ".join(str(exc.orig).split()) or type(exc.orig).__name__
+            raise StoreUnavailableError(
+                f"{store.name} store {store.masked_url} is unavailable: the connection was lost "
+                f"and could not be replaced: {reason}",
+                url=store.masked_url, backend=store.name) from exc
+
+    @staticmethod
+    def _pg_rows(conn: Connection, sql: str, params: Mapping[str, Any],
+                 setup: Sequence[str] = ()) -> list[tuple[Any, ...]]:
+        """``sql``'s rows, run (after the ``setup`` statements) on the psycopg connection under
+        ``conn``, in its transaction: no statement compiling, no result processing.
+
+        Driver errors are raised as SQLAlchemy's; a lost connection is invalidated.
+        """
+        import psycopg
+
+        raw: Any = conn.connection.driver_connection
+        try:
+            with raw.cursor() as cur:
+                for statement in setup:
+                    cur.execute(statement)
+                cur.execute(sql, params)
+                rows: list[tuple[Any, ...]] = cur.fetchall()
+            return rows
+        except psycopg.Error as exc:
+            error: Any = exc
+            lost = bool(conn.dialect.is_disconnect(error, raw, None))
+            if lost:
+                conn.invalidate(exc)
+            raise sa.exc.DBAPIError.instance(
+                sql, dict(params), exc, psycopg.Error, connection_invalidated=lost,
+                dialect=conn.dialect) from exc
 
     # --- submitting ----------------------------------------------------------------------------
 
@@ -356,87 +526,116 @@ class WorkflowCoordinator:
         The returned task is ``running`` with ``worker_id``, a new ``lease_token`` and
         ``lease_expires_at_us``; ``attempts`` counts this claim.
         """
-        if not worker_id or len(worker_id) > 255:
+        tasks = self.get_next_tasks(worker_id, capabilities, limit=1, task_types=task_types)
+        return tasks[0] if tasks else None
+
+    def get_next_tasks(
+        self,
+        worker_id: str,
+        capabilities: Iterable[str] | str | None = (),
+        *,
+        limit: int,
+        task_types: Iterable[str] | None = None,
+    ) -> list[Task]:
+        """Claim up to ``limit`` (at most :data:`MAX_BATCH`) tasks in one transaction, best first.
+
+        Each task is claimed as :meth:`get_next_task` claims one: ``running``, with its own
+        ``lease_token`` and a lease that starts now, ``attempts`` counting this claim. The caller
+        holds every lease until it reports the task's outcome, releases it, or the lease runs
+        out, so it should heartbeat the tasks still waiting for their turn (as
+        :class:`~.worker.Worker` does) and release those it will not run. An empty list when
+        nothing is claimable.
+        """
+        if not isinstance(worker_id, str) or not worker_id or len(worker_id) > 255:
             raise InvalidDataError("worker_id must be 1 to 255 characters", path="worker_id")
+        limit = _check_limit(limit)
         caps = normalise_capabilities(capabilities)
         types = sorted(set(task_types)) if task_types is not None else None
         if types is not None and not types:
-            return None
+            return []
         self._sweep()
         now = now_us()
-        lease_us = int(self.lease_seconds * 1_000_000)
-        token = secrets.token_hex(16)
         params: dict[str, Any] = {
-            "now": now, "worker": worker_id, "token": token, "exp": now + lease_us,
+            "now": now, "worker": worker_id, "exp": now + int(self.lease_seconds * 1_000_000),
             "pref_cutoff": now - int(self.preferred_wait * 1_000_000),
-            "node": self.provenance.node_id,
+            "node": self.provenance.node_id, "limit": limit, "caps": json.dumps(list(caps)),
+            "tokens": [secrets.token_hex(16) for _ in range(limit)],
         }
-        import json
+        claim = self._claim_pg if self._pg else self._claim_sqlite
 
-        with self.provenance.recording() as rec, self.store.transaction() as conn:
-            if self._pg:
-                params["caps"] = json.dumps(list(caps))
-                params["caps_arr"] = list(caps)
-                type_clause = "AND task_type = ANY(:types)" if types is not None else ""
-                if types is not None:
-                    params["types"] = types
-                sql = f"""
-                    WITH c AS (
-                      SELECT task_id, state AS old_state FROM workflow_tasks
-                      WHERE due_at_us IS NOT NULL AND due_at_us <= :now
-                        AND attempts < max_attempts AND deleted_at IS NULL
-                        AND required_caps <@ CAST(:caps AS jsonb)
-                        AND (preferred_caps = '[]'::jsonb
-                             OR preferred_caps ?| CAST(:caps_arr AS text[])
-                             OR created_at_us <= :pref_cutoff)
-                        {type_clause}
-                      ORDER BY priority DESC, created_at_us, task_id
-                      LIMIT 1 FOR UPDATE SKIP LOCKED)
-                    UPDATE workflow_tasks AS t
-                    SET state = 'running', worker_id = :worker, lease_token = :token,
-                        lease_expires_at_us = :exp, due_at_us = :exp,
-                        attempts = t.attempts + 1, updated_at_us = :now, origin_node = :node,
-                        change_version = nextval('workflow_tasks_change_version_seq')
-                    FROM c WHERE t.task_id = c.task_id
-                    RETURNING t.*, c.old_state"""
-                # walk the claim index in order instead of sorting every claimable row (the
-                # planner cannot estimate the JSONB conditions and would otherwise sort)
-                conn.exec_driver_sql("SET LOCAL enable_sort = off")
-                pg_row = conn.execute(sa.text(sql), params).first()
-                claimed = None if pg_row is None else (
-                    Task.from_row(pg_row), str(pg_row._mapping["old_state"]))
-            else:
-                params["caps"] = json.dumps(list(caps))
-                type_clause = ""
-                if types is not None:
-                    params["types"] = json.dumps(types)
-                    type_clause = "AND task_type IN (SELECT value FROM json_each(:types))"
-                found = conn.execute(sa.text(f"""
-                    SELECT task_id, state FROM workflow_tasks
-                    WHERE due_at_us IS NOT NULL AND due_at_us <= :now
-                      AND attempts < max_attempts AND deleted_at IS NULL
-                      AND NOT EXISTS (SELECT 1 FROM json_each(required_caps)
-                                      WHERE value NOT IN (SELECT value FROM json_each(:caps)))
-                      AND (preferred_caps = '[]'
-                           OR EXISTS (SELECT 1 FROM json_each(preferred_caps)
-                                      WHERE value IN (SELECT value FROM json_each(:caps)))
-                           OR created_at_us <= :pref_cutoff)
-                      {type_clause}
-                    ORDER BY priority DESC, created_at_us, task_id LIMIT 1"""), params).first()
-                claimed = None
-                if found is not None:
-                    updated = self._update(
-                        conn, found.task_id, state="running", worker_id=worker_id,
-                        lease_token=token, lease_expires_at_us=params["exp"],
-                        due_at_us=params["exp"], attempts=_T.c.attempts + 1, updated_at_us=now)
-                    claimed = (updated, str(found.state))
-            if claimed is None:
-                return None
-            task, old_state = claimed
-            self._record(rec, task, old_state)
-            rec.flush(conn)
-        self._announce([(task, old_state)])
-        return task
+        def body(conn: Connection, rec: Recording) -> list[tuple[Task, str]]:
+            claimed = claim(conn, params, caps, types)
+            claimed.sort(key=lambda c: (-c[0].priority, c[0].created_at_us, c[0].task_id))
+            for task, old_state in claimed:
+                self._record(rec, task, old_state)
+            return claimed
+
+        claimed = self._run(body)
+        self._announce(claimed)
+        return [task for task, _ in claimed]
+
+    @classmethod
+    def _claim_pg(cls, conn: Connection, params: dict[str, Any], caps: tuple[str, ...],
+                  types: list[str] | None) -> list[tuple[Task, str]]:
+        params = {**params, "caps_arr": list(caps)}
+        type_clause = ""
+        if types is not None:
+            params["types"] = types
+            type_clause = "AND task_type = ANY(%(types)s)"
+        sql = f"""
+            WITH c AS (
+              SELECT task_id, state AS old_state FROM workflow_tasks
+              WHERE due_at_us IS NOT NULL AND due_at_us <= %(now)s
+                AND attempts < max_attempts AND deleted_at IS NULL
+                AND required_caps <@ CAST(%(caps)s AS jsonb)
+                AND (preferred_caps = '[]'::jsonb
+                     OR preferred_caps ?| CAST(%(caps_arr)s AS text[])
+                     OR created_at_us <= %(pref_cutoff)s)
+                {type_clause}
+              ORDER BY priority DESC, created_at_us, task_id
+              LIMIT %(limit)s FOR UPDATE SKIP LOCKED),
+            n AS (SELECT task_id, old_state, row_number() OVER () AS i FROM c)
+            UPDATE workflow_tasks AS t
+            SET state = 'running', worker_id = %(worker)s,
+                lease_token = (CAST(%(tokens)s AS text[]))[n.i],
+                lease_expires_at_us = %(exp)s, due_at_us = %(exp)s,
+                attempts = t.attempts + 1, updated_at_us = %(now)s, origin_node = %(node)s,
+                change_version = nextval('workflow_tasks_change_version_seq')
+            FROM n WHERE t.task_id = n.task_id
+            RETURNING {_RETURNING}, n.old_state"""
+        # walk the claim index in order instead of sorting every claimable row (the planner
+        # cannot estimate the JSONB conditions and would otherwise sort)
+        rows = cls._pg_rows(conn, sql, params, setup=("SET LOCAL enable_sort = off",))
+        return [(Task._from_values(r), str(r[-1])) for r in rows]
+
+    def _claim_sqlite(self, conn: Connection, params: dict[str, Any], caps: tuple[str, ...],
+                      types: list[str] | None) -> list[tuple[Task, str]]:
+        type_clause = ""
+        params = dict(params)
+        if types is not None:
+            params["types"] = json.dumps(types)
+            type_clause = "AND task_type IN (SELECT value FROM json_each(:types))"
+        found = conn.execute(sa.text(f"""
+            SELECT task_id, state FROM workflow_tasks
+            WHERE due_at_us IS NOT NULL AND due_at_us <= :now
+              AND attempts < max_attempts AND deleted_at IS NULL
+              AND NOT EXISTS (SELECT 1 FROM json_each(required_caps)
+                              WHERE value NOT IN (SELECT value FROM json_each(:caps)))
+              AND (preferred_caps = '[]'
+                   OR EXISTS (SELECT 1 FROM json_each(preferred_caps)
+                              WHERE value IN (SELECT value FROM json_each(:caps)))
+                   OR created_at_us <= :pref_cutoff)
+              {type_clause}
+            ORDER BY priority DESC, created_at_us, task_id LIMIT :limit"""),
+            {k: v for k, v in params.items() if k != "tokens"}).all()
+        claimed = []
+        for (task_id, old_state), token in zip(found, params["tokens"], strict=False):
+            task = self._update(
+                conn, task_id, state="running", worker_id=params["worker"], lease_token=token,
+                lease_expires_at_us=params["exp"], due_at_us=params["exp"],
+                attempts=_T.c.attempts + 1, updated_at_us=params["now"])
+            claimed.append((task, str(old_state)))
+        return claimed
 
     def _sweep(self) -> None:
         """Make tasks dead whose lease expired on their last attempt (at most once a second)."""
@@ -445,22 +644,24 @@ class WorkflowCoordinator:
             return
         self._last_sweep = clock
         now = now_us()
-        with self.provenance.recording() as rec, self.store.transaction() as conn:
+
+        def body(conn: Connection, rec: Recording) -> list[tuple[Task, str | None]]:
             query = sa.select(_T.c.task_id).where(
                 _T.c.due_at_us.is_not(None), _T.c.due_at_us <= now, _T.c.state == "running",
                 _T.c.attempts >= _T.c.max_attempts)
             if self._pg:
                 query = query.with_for_update(skip_locked=True)
             ids = list(conn.execute(query).scalars())
-            events = []
+            events: list[tuple[Task, str | None]] = []
             for task_id in ids:
                 task = self._update(conn, task_id, state="dead", due_at_us=None,
                                     lease_token=None, finished_at_us=now, updated_at_us=now,
                                     error="lease expired on the last attempt")
                 self._record(rec, task, "running")
                 events.append((task, "running"))
-            rec.flush(conn)
-        self._announce(events)
+            return events
+
+        self._announce(self._run(body))
 
     # --- the lease holder's operations ---------------------------------------------------------
 
@@ -487,49 +688,148 @@ class WorkflowCoordinator:
     def heartbeat(self, task_id: str, worker_id: str, *,
                   lease_token: str | None = None) -> Task:
         """Extend the lease of a task the worker holds; return the task with its new expiry."""
-        with self.store.transaction() as conn:
+        def body(conn: Connection) -> Any:
             row = self._load(conn, task_id)
             self._check_holder(row, worker_id, lease_token, "heartbeat")
-            now = now_us()
-            exp = now + int(self.lease_seconds * 1_000_000)
+            exp = now_us() + int(self.lease_seconds * 1_000_000)
             # a heartbeat is not a state change: no provenance record, no new change version
-            updated = conn.execute(
+            return conn.execute(
                 sa.update(_T).where(_T.c.task_id == task_id)
                 .values(lease_expires_at_us=exp, due_at_us=exp).returning(*_T.c)).one()
-        return Task.from_row(updated)
+
+        return Task.from_row(self._run_unrecorded(body))
 
     def complete_task(self, task_id: str, result: Any = None, *, worker_id: str | None = None,
                       lease_token: str | None = None) -> Task:
         """Accept the task's result. Refused (``LeaseLostError``) unless the caller still holds
         the task; refused (``TaskStateError``) for a cancelled or completed task."""
-        stored = _payload(result, "result")
+        encoded = _encoded_payload(result, "result")
+        item = _Result(task_id, lease_token, encoded.decode("utf-8"),
+                       dagjson.cid_text_for_block(encoded))
+        outcome = self._complete([item], worker_id)[0]
+        if isinstance(outcome, Task):
+            return outcome
+        raise outcome
+
+    def complete_tasks(self, results: Iterable[Mapping[str, Any]], *,
+                       worker_id: str | None = None) -> list[Task | RubixError]:
+        """Accept several results in one transaction (at most :data:`MAX_BATCH`).
+
+        Each item is a mapping with ``task_id``, ``result`` and ``lease_token`` (as
+        :meth:`complete_task`'s arguments; ``worker_id`` applies to all). Each result is fenced
+        on its own. Return, in the order given, the completed :class:`Task`, or the error that
+        refused it (``LeaseLostError``, ``TaskStateError`` or ``TaskNotFoundError`` as
+        :meth:`complete_task` would raise, ``InvalidDataError`` for a result that cannot be
+        stored): a refused item changes nothing, the others are committed together.
+        """
+        entries = list(results)
+        if len(entries) > MAX_BATCH:
+            raise ValueError(f"at most {MAX_BATCH} results at a time, not {len(entries)}")
+        items: list[_Result | RubixError] = []
+        for entry in entries:
+            task_id = entry["task_id"]
+            try:
+                encoded = _encoded_payload(entry.get("result"), "result")
+            except InvalidDataError as exc:
+                items.append(exc)
+                continue
+            items.append(_Result(task_id, entry.get("lease_token"), encoded.decode("utf-8"),
+                                 dagjson.cid_text_for_block(encoded)))
+        valid = [i for i in items if isinstance(i, _Result)]
+        if len({i.task_id for i in valid}) != len(valid):
+            raise ValueError("a task_id appears twice among the results")
+        done = iter(self._complete(valid, worker_id)) if valid else iter(())
+        return [next(done) if isinstance(i, _Result) else i for i in items]
+
+    def _complete(self, items: list[_Result], worker_id: str | None) -> list[Task | RubixError]:
+        """Complete ``items`` in one transaction; per item the task or the refusal."""
         now = now_us()
-        values = {"state": "completed", "result": stored, "due_at_us": None,
-                  "lease_token": None, "finished_at_us": now, "updated_at_us": now}
-        # the common case in one statement: the fencing check is the UPDATE's condition
-        condition = [_T.c.task_id == task_id, _T.c.state == "running",
-                     _T.c.deleted_at.is_(None)]
-        if lease_token is not None:
-            condition.append(_T.c.lease_token == lease_token)
-        if worker_id is not None:
-            condition.append(_T.c.worker_id == worker_id)
-        with self.provenance.recording() as rec, self.store.transaction() as conn:
+
+        def body(conn: Connection, rec: Recording) -> dict[str, Task | RubixError]:
+            if self._pg:
+                accepted = self._complete_pg(conn, items, worker_id, now)
+            else:
+                accepted = self._complete_sqlite(conn, items, worker_id, now)
+            outcome: dict[str, Task | RubixError] = dict(accepted)
+            for item in items:  # records in the order given
+                task = accepted.get(item.task_id)
+                if task is not None:
+                    self._record(rec, task, "running", item.cid)
+            refused = [i for i in items if i.task_id not in accepted]
+            if refused:
+                outcome.update(self._refusals(conn, refused, worker_id))
+            return outcome
+
+        outcome = self._run(body)
+        self._announce([(t, "running") for i in items
+                        if isinstance(t := outcome[i.task_id], Task)])
+        return [outcome[i.task_id] for i in items]
+
+    def _complete_pg(self, conn: Connection, items: list[_Result], worker_id: str | None,
+                     now: int) -> dict[str, Task]:
+        sql = f"""
+            UPDATE workflow_tasks AS t
+            SET state = 'completed', result = CAST(v.result AS jsonb), due_at_us = NULL,
+                lease_token = NULL, finished_at_us = %(now)s, updated_at_us = %(now)s,
+                origin_node = %(node)s,
+                change_version = nextval('workflow_tasks_change_version_seq')
+            FROM unnest(CAST(%(ids)s AS text[]), CAST(%(tokens)s AS text[]),
+                        CAST(%(results)s AS text[])) AS v(task_id, token, result)
+            WHERE t.task_id = ANY(CAST(%(ids)s AS text[])) AND t.task_id = v.task_id
+              AND t.state = 'running' AND t.deleted_at IS NULL
+              AND (v.token IS NULL OR t.lease_token = v.token)
+              AND (CAST(%(worker)s AS text) IS NULL OR t.worker_id = %(worker)s)
+            RETURNING {_RETURNING}"""
+        params = {"now": now, "node": self.provenance.node_id, "worker": worker_id,
+                  "ids": [i.task_id for i in items], "tokens": [i.lease_token for i in items],
+                  "results": [i.text for i in items]}
+        return {str(r[0]): Task._from_values(r) for r in self._pg_rows(conn, sql, params)}
+
+    def _complete_sqlite(self, conn: Connection, items: list[_Result], worker_id: str | None,
+                         now: int) -> dict[str, Task]:
+        accepted: dict[str, Task] = {}
+        for item in items:
+            condition = [_T.c.task_id == item.task_id, _T.c.state == "running",
+                         _T.c.deleted_at.is_(None)]
+            if item.lease_token is not None:
+                condition.append(_T.c.lease_token == item.lease_token)
+            if worker_id is not None:
+                condition.append(_T.c.worker_id == worker_id)
             row = conn.execute(
                 sa.update(_T).where(*condition)
-                .values(origin_node=self.provenance.node_id,
-                        change_version=self._next_version(), **values)
+                .values(state="completed", result=json.loads(item.text), due_at_us=None,
+                        lease_token=None, finished_at_us=now, updated_at_us=now,
+                        origin_node=self.provenance.node_id,
+                        change_version=self._next_version())
                 .returning(*_T.c)).first()
-            if row is None:
-                # say why: unknown, finished, or held by another claim
-                self._check_holder(self._load(conn, task_id), worker_id, lease_token,
-                                   "complete")
-                raise LeaseLostError(f"cannot complete task {task_id!r}: not held",
-                                     task_id=task_id)  # pragma: no cover - checked above
-            task = Task.from_row(row)
-            self._record(rec, task, "running")
-            rec.flush(conn)
-        self._announce([(task, "running")])
-        return task
+            if row is not None:
+                accepted[item.task_id] = Task.from_row(row)
+        return accepted
+
+    def _refusals(self, conn: Connection, items: list[_Result],
+                  worker_id: str | None) -> dict[str, RubixError]:
+        """Why each of ``items`` was not accepted: unknown, finished, or held by another."""
+        ids = [i.task_id for i in items]
+        found = {
+            r.task_id: _Holder(r.task_id, r.state, r.worker_id, r.lease_token)
+            for r in conn.execute(
+                sa.select(_T.c.task_id, _T.c.state, _T.c.worker_id, _T.c.lease_token)
+                .where(_T.c.task_id.in_(ids), _T.c.deleted_at.is_(None)))
+        }
+        out: dict[str, RubixError] = {}
+        for item in items:
+            holder = found.get(item.task_id)
+            if holder is None:
+                out[item.task_id] = TaskNotFoundError(f"no task {item.task_id!r}",
+                                                      task_id=item.task_id)
+                continue
+            try:
+                self._check_holder(holder, worker_id, item.lease_token, "complete")
+                out[item.task_id] = LeaseLostError(  # pragma: no cover - checked above
+                    f"cannot complete task {item.task_id!r}: not held", task_id=item.task_id)
+            except RubixError as exc:
+                out[item.task_id] = exc
+        return out
 
     def fail_task(self, task_id: str, error: str, *, worker_id: str | None = None,
                   lease_token: str | None = None, retry: bool = True) -> Task:

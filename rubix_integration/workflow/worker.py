@@ -7,6 +7,28 @@ attempt (retried with backoff until the task's ``max_attempts``). Handlers come 
 Stopping: :meth:`Worker.stop` (the CLI's first Ctrl-C or SIGTERM) lets the current task finish
 and report, then returns. A second Ctrl-C interrupts the handler; the task is released (back to
 ``pending``, the attempt not counted) before the loop returns.
+
+Batches (``batch_size`` > 1, for many short tasks): the worker claims up to that many tasks in
+one transaction, runs them one after the other, and reports their results together in one
+transaction once the batch is run (or before the next task starts, when a result has waited
+:data:`REPORT_AFTER` seconds). Leases:
+
+- every task of the batch is leased from the claim, and counted as an attempt then;
+- while the worker holds a task (running it, waiting for its turn, or holding its result for the
+  report) a heartbeat thread extends its lease every ``heartbeat_interval``;
+- a waiting task is started only while its lease is still held: if it is about to run out (the
+  heartbeats failed), it is renewed first, and skipped when that is refused (another worker has
+  it now); so is a waiting task that a heartbeat found cancelled or taken over. One cancelled
+  since its last heartbeat still runs, and its result is refused at the report, as for a task
+  cancelled while it runs;
+- stopping (first Ctrl-C or SIGTERM) finishes the current task, reports the results, and
+  releases the tasks not started (back to ``pending``, their attempt not counted); so does an
+  interrupted handler, which is released too;
+- a worker that dies holds its whole batch until the leases run out: each task is claimed again
+  after at most ``lease_seconds``, which counts as an attempt, exactly as for one task.
+
+A larger batch makes the queue cheaper per task, but its tasks wait behind each other: prefer
+small batches for slow tasks. Failures are reported at once, one transaction each.
 """
 
 from __future__ import annotations
@@ -22,7 +44,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rubix_integration.workflow.errors import LeaseLostError, TaskError
+from rubix_integration.errors import InvalidDataError
+from rubix_integration.provenance.logger import now_us
+from rubix_integration.workflow.coordinator import MAX_BATCH
+from rubix_integration.workflow.errors import TaskError
 
 if TYPE_CHECKING:
     from rubix_integration.workflow.coordinator import Task, WorkflowCoordinator
@@ -39,6 +64,9 @@ __all__ = [
 log = logging.getLogger("rubix_integration.workflow")
 
 Handler = Callable[["Task"], Any]
+
+#: Seconds a result of a batch may wait for the others before it is reported on its own.
+REPORT_AFTER = 1.0
 
 
 def default_worker_id() -> str:
@@ -79,11 +107,25 @@ class WorkerStats:
     released: int = 0
 
 
+class _Held:
+    """A task the worker holds: its lease is kept alive until the outcome is reported."""
+
+    __slots__ = ("expires_us", "lost", "next_beat", "task")
+
+    def __init__(self, task: Task, next_beat: float) -> None:
+        self.task = task
+        self.expires_us = task.lease_expires_at_us or 0
+        self.next_beat = next_beat
+        self.lost = False
+
+
 class Worker:
     """Run tasks from a coordinator with one handler, or a handler per task type.
 
     ``handlers`` is a callable (every task type) or a mapping of task type to callable (only
     those types are claimed). ``heartbeat_interval`` defaults to a third of the lease.
+    ``batch_size``: how many tasks to claim, and report, at a time (1 by default; see the module
+    doc for what a larger batch means for leases).
     """
 
     def __init__(
@@ -95,6 +137,7 @@ class Worker:
         capabilities: Iterable[str] | str | None = (),
         poll_interval: float = 0.5,
         heartbeat_interval: float | None = None,
+        batch_size: int = 1,
     ) -> None:
         self.coordinator = coordinator
         if callable(handlers):
@@ -103,14 +146,20 @@ class Worker:
         else:
             self._handlers = dict(handlers)
             self._default = None
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) \
+                or not 1 <= batch_size <= MAX_BATCH:
+            raise ValueError(f"batch_size must be an integer from 1 to {MAX_BATCH}")
         self.worker_id = worker_id or default_worker_id()
         self.capabilities = capabilities
         self.poll_interval = poll_interval
         self.heartbeat_interval = (heartbeat_interval if heartbeat_interval is not None
                                    else max(0.05, coordinator.lease_seconds / 3))
+        self.batch_size = batch_size
         self._stop = threading.Event()
         self.current: Task | None = None
         self.stats = WorkerStats()
+        self._held: dict[str, _Held] = {}
+        self._held_lock = threading.Lock()
 
     def stop(self) -> None:
         """Finish the current task, then return from :meth:`run`."""
@@ -132,69 +181,154 @@ class Worker:
         to claim for ``idle_timeout`` seconds (default: at once)."""
         idle_since: float | None = None
         types = None if self._handlers is None else list(self._handlers)
-        while not self._stop.is_set():
-            if max_tasks is not None and self.stats.claimed >= max_tasks:
-                break
-            task = self.coordinator.get_next_task(self.worker_id, self.capabilities,
-                                                  task_types=types)
-            if task is None:
-                now = time.monotonic()
-                idle_since = idle_since if idle_since is not None else now
-                if exit_when_idle and now - idle_since >= (idle_timeout or 0.0):
-                    break
-                self._stop.wait(self.poll_interval)
-                continue
-            idle_since = None
-            self.stats.claimed += 1
-            self._run_one(task)
+        beat_stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeats, args=(beat_stop,),
+                                name=f"heartbeat-{self.worker_id}", daemon=True)
+        beat.start()
+        try:
+            with self.coordinator.keep_connection():
+                while not self._stop.is_set():
+                    want = self.batch_size
+                    if max_tasks is not None:
+                        want = min(want, max_tasks - self.stats.claimed)
+                        if want <= 0:
+                            break
+                    tasks = self.coordinator.get_next_tasks(
+                        self.worker_id, self.capabilities, limit=want, task_types=types)
+                    if not tasks:
+                        now = time.monotonic()
+                        idle_since = idle_since if idle_since is not None else now
+                        if exit_when_idle and now - idle_since >= (idle_timeout or 0.0):
+                            break
+                        self._stop.wait(self.poll_interval)
+                        continue
+                    idle_since = None
+                    self.stats.claimed += len(tasks)
+                    self._run_batch(tasks)
+        finally:
+            beat_stop.set()
+            beat.join(timeout=10)
         return self.stats
 
-    def _run_one(self, task: Task) -> None:
-        self.current = task
-        lost = threading.Event()
-        done = threading.Event()
-        beat = threading.Thread(target=self._heartbeat, args=(task, done, lost),
-                                name=f"heartbeat-{task.task_id}", daemon=True)
-        beat.start()
-        coordinator = self.coordinator
+    # --- one batch -----------------------------------------------------------------------------
+
+    def _run_batch(self, tasks: list[Task]) -> None:
+        next_beat = time.monotonic() + self.heartbeat_interval
+        with self._held_lock:
+            self._held = {t.task_id: _Held(t, next_beat) for t in tasks}
+        pending: list[tuple[Task, Any]] = []  # results not reported yet
+        waiting_since = 0.0
+        started: set[str] = set()
         try:
-            try:
-                result = self._handler_for(task)(task)
-            except KeyboardInterrupt:
-                done.set()
-                beat.join(timeout=10)
-                self._release(task)
-                self._stop.set()
-                return
-            except Exception as exc:
-                done.set()
-                beat.join(timeout=10)
-                error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
-                try:
-                    coordinator.fail_task(task.task_id, error, worker_id=self.worker_id,
-                                          lease_token=task.lease_token)
-                    self.stats.failed += 1
-                except TaskError as lease_exc:
-                    self.stats.lost += 1
-                    log.warning("%s: failure of %s not recorded: %s", self.worker_id,
-                                task.task_id, lease_exc)
-                return
-            done.set()
-            beat.join(timeout=10)
-            try:
-                coordinator.complete_task(task.task_id, result, worker_id=self.worker_id,
-                                          lease_token=task.lease_token)
-                self.stats.completed += 1
-            except (LeaseLostError, TaskError) as exc:
-                self.stats.lost += 1
-                log.warning("%s: result of %s refused: %s", self.worker_id, task.task_id, exc)
-            except ValueError as exc:  # a result that cannot be stored fails the attempt
-                coordinator.fail_task(task.task_id, f"result not storable: {exc}",
-                                      worker_id=self.worker_id, lease_token=task.lease_token)
-                self.stats.failed += 1
+            for index, task in enumerate(tasks):
+                if self._stop.is_set():
+                    break
+                if pending and time.monotonic() - waiting_since >= REPORT_AFTER:
+                    self._report(pending)
+                    pending = []
+                if index and not self._still_held(task):
+                    continue
+                started.add(task.task_id)
+                outcome = self._run_one(task)
+                if outcome is _INTERRUPTED:
+                    self._release(task)
+                    self._stop.set()
+                    break
+                if outcome is not _FAILED:
+                    if not pending:
+                        waiting_since = time.monotonic()
+                    pending.append((task, outcome))
+            self._report(pending)
+        except KeyboardInterrupt:
+            self._release_unstarted(started)
+            raise
+        except BaseException:
+            # a store error: what is held is left to its lease, as if the worker had died
+            with self._held_lock:
+                self._held = {}
+            raise
+        self._release_unstarted(started)
+
+    def _release_unstarted(self, started: set[str]) -> None:
+        """Give the tasks of the batch that were not started back to the queue."""
+        for held in list(self._held.values()):
+            if held.task.task_id not in started:
+                self._release(held.task)
+        with self._held_lock:
+            self._held = {}
+
+    def _run_one(self, task: Task) -> Any:
+        """Run the handler: its result, or _FAILED (reported), or _INTERRUPTED."""
+        self.current = task
+        try:
+            return self._handler_for(task)(task)
+        except KeyboardInterrupt:
+            return _INTERRUPTED
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=5)}"
+            self._fail(task, error)
+            return _FAILED
         finally:
-            done.set()
             self.current = None
+
+    def _still_held(self, task: Task) -> bool:
+        """Whether a task waiting in the batch may start: its lease is held (renewed if due)."""
+        held = self._held.get(task.task_id)
+        if held is not None and not held.lost:
+            margin = min(self.heartbeat_interval, self.coordinator.lease_seconds / 2)
+            if held.expires_us - now_us() > margin * 1_000_000:
+                return True
+            try:
+                renewed = self.coordinator.heartbeat(task.task_id, self.worker_id,
+                                                     lease_token=task.lease_token)
+                held.expires_us = renewed.lease_expires_at_us or 0
+                held.next_beat = time.monotonic() + self.heartbeat_interval
+                return True
+            except TaskError as exc:
+                log.warning("%s: %s was not started: %s", self.worker_id, task.task_id, exc)
+            except Exception as exc:  # the store: leave the task to its lease
+                log.warning("%s: %s was not started, its lease could not be renewed: %s",
+                            self.worker_id, task.task_id, exc)
+        else:
+            log.warning("%s: %s was not started: its lease was lost", self.worker_id,
+                        task.task_id)
+        self.stats.lost += 1
+        self._drop(task)
+        return False
+
+    def _drop(self, task: Task) -> None:
+        with self._held_lock:
+            self._held.pop(task.task_id, None)
+
+    def _report(self, pending: list[tuple[Task, Any]]) -> None:
+        """Report the results of ``pending`` in one transaction."""
+        if not pending:
+            return
+        outcomes = self.coordinator.complete_tasks(
+            [{"task_id": t.task_id, "result": r, "lease_token": t.lease_token}
+             for t, r in pending], worker_id=self.worker_id)
+        for (task, _), outcome in zip(pending, outcomes, strict=True):
+            self._drop(task)
+            if isinstance(outcome, InvalidDataError):  # the result cannot be stored
+                self._fail(task, f"result not storable: {outcome}")
+            elif isinstance(outcome, Exception):
+                self.stats.lost += 1
+                log.warning("%s: result of %s refused: %s", self.worker_id, task.task_id,
+                            outcome)
+            else:
+                self.stats.completed += 1
+
+    def _fail(self, task: Task, error: str) -> None:
+        try:
+            self.coordinator.fail_task(task.task_id, error, worker_id=self.worker_id,
+                                       lease_token=task.lease_token)
+            self.stats.failed += 1
+        except TaskError as exc:
+            self.stats.lost += 1
+            log.warning("%s: failure of %s not recorded: %s", self.worker_id, task.task_id,
+                        exc)
+        finally:
+            self._drop(task)
 
     def _release(self, task: Task) -> None:
         try:
@@ -203,18 +337,44 @@ class Worker:
             self.stats.released += 1
         except TaskError as exc:
             log.warning("%s: could not release %s: %s", self.worker_id, task.task_id, exc)
+        finally:
+            self._drop(task)
 
-    def _heartbeat(self, task: Task, done: threading.Event, lost: threading.Event) -> None:
-        while not done.wait(self.heartbeat_interval):
-            try:
-                self.coordinator.heartbeat(task.task_id, self.worker_id,
-                                           lease_token=task.lease_token)
-            except TaskError as exc:
-                lost.set()
-                log.warning("%s: lost the lease of %s: %s", self.worker_id, task.task_id, exc)
+    # --- leases --------------------------------------------------------------------------------
+
+    def _heartbeats(self, stop: threading.Event) -> None:
+        """Extend the lease of every held task ``heartbeat_interval`` after its claim or last
+        extension, until ``stop``."""
+        while True:
+            with self._held_lock:
+                held = list(self._held.values())
+            now = time.monotonic()
+            due = [h.next_beat for h in held if not h.lost]
+            wait = min(due) if due else now + self.heartbeat_interval
+            if stop.wait(max(0.0, wait - now)):
                 return
-            except Exception as exc:  # a store hiccup: keep trying until the lease runs out
-                log.warning("%s: heartbeat of %s failed: %s", self.worker_id, task.task_id, exc)
+            now = time.monotonic()
+            for h in held:
+                if h.lost or h.next_beat > now or h.task.task_id not in self._held:
+                    continue
+                h.next_beat = now + self.heartbeat_interval
+                task = h.task
+                try:
+                    renewed = self.coordinator.heartbeat(task.task_id, self.worker_id,
+                                                         lease_token=task.lease_token)
+                    h.expires_us = renewed.lease_expires_at_us or 0
+                except TaskError as exc:
+                    if task.task_id in self._held:  # not just reported
+                        h.lost = True
+                        log.warning("%s: lost the lease of %s: %s", self.worker_id,
+                                    task.task_id, exc)
+                except Exception as exc:  # a store hiccup: keep trying until the lease runs out
+                    log.warning("%s: heartbeat of %s failed: %s", self.worker_id,
+                                task.task_id, exc)
+
+
+_FAILED = object()
+_INTERRUPTED = object()
 
 
 def collect_handlers(manager: Any) -> dict[str, Handler]:
