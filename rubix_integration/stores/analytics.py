@@ -28,6 +28,7 @@ import json
 import os
 import tempfile
 import uuid
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -174,7 +175,11 @@ class Analytics:
         engine = self.store.engine
         try:
             meta = sa.MetaData()
-            meta.reflect(bind=engine)
+            with warnings.catch_warnings():
+                # expression indexes (provenance's CID lookup) do not matter to a copy
+                warnings.filterwarnings("ignore", "Skipped unsupported reflection of expression",
+                                        sa.exc.SAWarning)
+                meta.reflect(bind=engine)
             with tempfile.TemporaryDirectory(prefix="rubix-analytics-") as tmp:
                 for table in meta.sorted_tables:
                     if use_arrow:
