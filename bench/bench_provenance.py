@@ -22,6 +22,7 @@ import argparse
 import random
 import resource
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable, Sized
@@ -29,21 +30,15 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from rubix_integration import Manager
-from rubix_integration.provenance import ProvenanceLogger
-from rubix_integration.provenance.models import PROVENANCE_TABLE
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from rubix_integration import Manager  # noqa: E402
+from rubix_integration.provenance import ProvenanceLogger  # noqa: E402
+from rubix_integration.provenance.models import PROVENANCE_TABLE  # noqa: E402
+from tests.fixtures.stores import legacy_provenance_table  # noqa: E402
 
 TYPES = [f"type{i}" for i in range(20)]
-
-
-def legacy_table() -> sa.Table:
-    """``provenance_records`` as stores created before ``ix_provenance_records_cid`` hold it."""
-    table = PROVENANCE_TABLE.to_metadata(sa.MetaData())
-    for index in list(table.indexes):
-        if index.name == "ix_provenance_records_cid":
-            table.indexes.remove(index)
-    table.append_constraint(sa.UniqueConstraint("cid"))
-    return table
 
 
 def fill(logger: ProvenanceLogger, records: int,
@@ -147,7 +142,7 @@ def main() -> None:
             if args.store:
                 print("(the legacy layout is compared on a SQLite file)")
             engine = sa.create_engine(legacy_url)
-            legacy_table().create(engine)
+            legacy_provenance_table().create(engine)
             engine.dispose()
             with Manager(store_url=legacy_url, load_plugins=()) as manager:
                 logger = manager.provenance

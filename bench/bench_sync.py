@@ -20,11 +20,13 @@ import os
 import random
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -176,7 +178,9 @@ def million(base: Path, keep: Path) -> None:
         "import resource, sys; from pathlib import Path; from rubix_integration import Manager\n"
         f"m = Manager(store_url={url!r}, data_dir={str(base / 'md')!r}, source_ip='10.0.0.1')\n"
         f"s = m.sync_tokens([Path({str(root)!r})], full=True)\n"
-        "own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        # VmHWM, not ru_maxrss: the latter keeps the RSS of the forked bench across exec
+        "own = next(int(line.split()[1]) for line in open('/proc/self/status')\n"
+        "           if line.startswith('VmHWM'))\n"
         "kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
         "print(s.records, round(s.tokens_per_second), own, kids, s.workers)\n"
     )
@@ -193,6 +197,7 @@ def main() -> None:
     parser.add_argument("--http-tokens", type=int, default=2000)
     parser.add_argument("--reference-sample", type=int, default=200)
     parser.add_argument("--skip-count", type=int, default=1000)
+    parser.add_argument("--repeat", type=int, default=3, help="runs of each repo-mode sync")
     parser.add_argument("--million", action="store_true")
     parser.add_argument("--keep", type=Path, default=Path(tempfile.gettempdir()) / "rubix-bench")
     args = parser.parse_args()
@@ -203,16 +208,31 @@ def main() -> None:
           + (f" (generated in {built:.0f} s)" if built else " (reused)"))
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
-        print("repo mode:")
-        for label, kwargs in (("worker processes", {}), ("one process", {"processes": 1})):
-            rate, summary = sync_once(f"sqlite:///{base / 'a.sqlite'}", base / "d", root,
-                                      **kwargs)
-            print(f"  -> SQLite, {label}: {rate:,.0f} tokens/s ({summary.workers})")  # type: ignore[attr-defined]
+        print(f"repo mode ({args.repeat} runs each, then the median; disk stalls on these "
+              "machines make single runs vary):")
+
+        def repeat(store: str, label: str, url_of: Callable[[int], str],
+                   kwargs: dict[str, object]) -> None:
+            rates, workers = [], ""
+            for i in range(args.repeat):
+                rate, summary = sync_once(url_of(i), base / "d", root, **kwargs)
+                rates.append(rate)
+                workers = summary.workers  # type: ignore[attr-defined]
+            runs = " / ".join(f"{r:,.0f}" for r in rates)
+            print(f"  -> {store}, {label}: median {statistics.median(rates):,.0f} tokens/s "
+                  f"({runs}; {workers})")
+
+        modes: list[tuple[str, dict[str, object]]] = [
+            ("worker processes", {}), ("one process", {"processes": 1})]
+        for label, kwargs in modes:
+            def sqlite_url(i: int, tag: str = label[0]) -> str:  # a new file for each run
+                return f"sqlite:///{base / f'{tag}{i}.sqlite'}"
+
+            repeat("SQLite", label, sqlite_url, kwargs)
         name, url = pg_database()
         try:
-            for label, kwargs in (("worker processes", {}), ("one process", {"processes": 1})):
-                rate, summary = sync_once(url, base / "d", root, **kwargs)
-                print(f"  -> PostgreSQL, {label}: {rate:,.0f} tokens/s ({summary.workers})")  # type: ignore[attr-defined]
+            for label, kwargs in modes:  # each run replaces the rows of the one before
+                repeat("PostgreSQL", label, lambda i: url, kwargs)
         finally:
             drop_pg(name)
         http_mode(args.http_tokens)

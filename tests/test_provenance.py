@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -77,12 +76,6 @@ def test_cid_is_cidv1_dag_json_sha256_and_matches_the_reference_library() -> Non
 
 
 # --- appending and reading -----------------------------------------------------------------------
-
-
-@pytest.fixture
-def manager(store_url: str) -> Iterator[Manager]:
-    with Manager(store_url=store_url) as m:
-        yield m
 
 
 def test_records_chain_and_read_back(manager: Manager) -> None:

@@ -6,7 +6,6 @@ import json
 import math
 import random
 import struct
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from rubix_integration.codecs import parse_cid
 from rubix_integration.provenance import InvalidDataError, RecordNotFoundError, dagjson
 from rubix_integration.provenance import logger as provenance_logger
 from rubix_integration.provenance.models import CID_GROUP, CID_GROUP_BITS, PROVENANCE_TABLE
+from tests.fixtures.stores import legacy_provenance_table
 
 T = PROVENANCE_TABLE
 LINK = parse_cid("bafyreigh2akiscaildcqabsyg3dfr6chu3fgpregiymsck7e7aqa4s52zy")
@@ -85,12 +85,6 @@ def test_fast_and_full_encoders_give_the_same_bytes_or_the_same_error() -> None:
 
 
 # --- CID lookups ---------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def manager(store_url: str) -> Iterator[Manager]:
-    with Manager(store_url=store_url) as m:
-        yield m
 
 
 def _jump_ids(manager: Manager, cid: str, to_id: int) -> None:
@@ -226,22 +220,13 @@ def test_type_query_on_sqlite_searches_the_type_and_time_index(tmp_path: Any) ->
 # --- tables created before the grouped index -----------------------------------------------------
 
 
-def _legacy_table() -> sa.Table:
-    table = PROVENANCE_TABLE.to_metadata(sa.MetaData())
-    for index in list(table.indexes):
-        if index.name == "ix_provenance_records_cid":
-            table.indexes.remove(index)
-    table.append_constraint(sa.UniqueConstraint("cid"))
-    return table
-
-
 def test_a_table_with_the_former_unique_cid_index_keeps_working(store_url: str) -> None:
     url = sa.engine.make_url(store_url)
     if url.get_backend_name() == "sqlite":
         Path(str(url.database)).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(store_url)
     try:
-        _legacy_table().create(engine)
+        legacy_provenance_table().create(engine)
     finally:
         engine.dispose()
     with Manager(store_url=store_url) as manager:

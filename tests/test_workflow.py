@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,12 +22,6 @@ from rubix_integration.workflow import (
     WorkflowCoordinator,
 )
 from rubix_integration.workflow.matching import parse_tags, task_matches
-
-
-@pytest.fixture
-def manager(store_url: str) -> Iterator[Manager]:
-    with Manager(store_url=store_url) as m:
-        yield m
 
 
 def coordinator(manager: Manager, **kwargs: Any) -> WorkflowCoordinator:

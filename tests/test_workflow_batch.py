@@ -6,7 +6,6 @@ from __future__ import annotations
 import collections
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,12 +22,6 @@ from rubix_integration.workflow import (
     Worker,
     WorkflowCoordinator,
 )
-
-
-@pytest.fixture
-def manager(store_url: str) -> Iterator[Manager]:
-    with Manager(store_url=store_url) as m:
-        yield m
 
 
 def _transitions(manager: Manager, task_id: str) -> list[tuple[str | None, str]]:
