@@ -314,7 +314,11 @@ def _wait_mid_run(proc: subprocess.Popen[str], data: Path, extra: float = 0.0) -
     spools = data / "tmp"
     deadline = time.monotonic() + 60
     while proc.poll() is None and time.monotonic() < deadline:
-        if spools.is_dir() and any(spools.rglob("rubix-rows-*")):
+        try:
+            spooling = any(spools.rglob("rubix-rows-*"))
+        except FileNotFoundError:  # the run removed its folder while it was being listed
+            spooling = False
+        if spooling:
             time.sleep(extra)
             return proc.poll() is None
         time.sleep(0.002)
