@@ -166,14 +166,19 @@ class Store:
 
         The connection runs Core statements and can be passed to :meth:`bulk_insert`.
         """
-        with self.connect() as conn:
-            self._begin(conn)
-            try:
-                trans = conn.begin()
-            except sa.exc.OperationalError as exc:
-                raise self._unavailable(exc, "beginning a transaction") from exc
-            with trans:
-                yield conn
+        with self.connect() as conn, self._transaction_on(conn):
+            yield conn
+
+    @contextmanager
+    def _transaction_on(self, conn: Connection) -> Iterator[None]:
+        """One transaction on ``conn`` (prepared by :meth:`_begin`): committed on success."""
+        self._begin(conn)
+        try:
+            trans = conn.begin()
+        except sa.exc.OperationalError as exc:
+            raise self._unavailable(exc, "beginning a transaction") from exc
+        with trans:
+            yield
 
     def _begin(self, conn: Connection) -> None:
         """Prepare ``conn`` before its transaction begins (SQLite asks for a write lock)."""

@@ -106,12 +106,7 @@ class SQLiteStore(Store):
                             f"sqlite store {self.masked_url}: cannot attach {path}: {exc}",
                             backend=self.name) from exc
                     done.append(name)
-                self._begin(conn)
-                try:
-                    trans = conn.begin()
-                except sa.exc.OperationalError as exc:
-                    raise self._unavailable(exc, "beginning a transaction") from exc
-                with trans:
+                with self._transaction_on(conn):
                     yield conn
             finally:
                 for name in done:
