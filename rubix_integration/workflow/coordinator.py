@@ -127,16 +127,7 @@ class Task:
     def from_row(cls, row: Any) -> Task:
         """A task from a typed row of ``workflow_tasks`` (JSON columns already decoded)."""
         m = row._mapping
-        return cls(
-            task_id=m["task_id"], task_type=m["task_type"], state=m["state"],
-            priority=int(m["priority"]), data=dagjson.from_json_form(m["data"]),
-            tags=tuple(m["tags"] or ()), attempts=int(m["attempts"]),
-            max_attempts=int(m["max_attempts"]), created_at_us=int(m["created_at_us"]),
-            updated_at_us=int(m["updated_at_us"]), due_at_us=m["due_at_us"],
-            worker_id=m["worker_id"], lease_token=m["lease_token"],
-            lease_expires_at_us=m["lease_expires_at_us"],
-            result=dagjson.from_json_form(m["result"]), error=m["error"],
-            finished_at_us=m["finished_at_us"])
+        return cls._from_values([m[c] for c in _COLUMNS])
 
     @classmethod
     def _from_values(cls, v: Sequence[Any]) -> Task:
@@ -200,10 +191,18 @@ class _Holder(NamedTuple):
     lease_token: str | None
 
 
-def _check_limit(limit: int) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_BATCH:
-        raise ValueError(f"limit must be an integer from 1 to {MAX_BATCH}, not {limit!r}")
-    return limit
+def _check_batch(value: int, name: str = "limit") -> int:
+    """``value`` when it is an integer from 1 to :data:`MAX_BATCH`, else ``ValueError``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BATCH:
+        raise ValueError(f"{name} must be an integer from 1 to {MAX_BATCH}, not {value!r}")
+    return value
+
+
+def _result_item(task_id: str, result: Any, lease_token: str | None) -> _Result:
+    """A result ready to store: its DAG-JSON text and CID (or InvalidDataError)."""
+    encoded = _encoded_payload(result, "result")
+    return _Result(task_id, lease_token, encoded.decode("utf-8"),
+                   dagjson.cid_text_for_block(encoded))
 
 
 class WorkflowCoordinator:
@@ -548,7 +547,7 @@ class WorkflowCoordinator:
         """
         if not isinstance(worker_id, str) or not worker_id or len(worker_id) > 255:
             raise InvalidDataError("worker_id must be 1 to 255 characters", path="worker_id")
-        limit = _check_limit(limit)
+        limit = _check_batch(limit)
         caps = normalise_capabilities(capabilities)
         types = sorted(set(task_types)) if task_types is not None else None
         if types is not None and not types:
@@ -703,10 +702,7 @@ class WorkflowCoordinator:
                       lease_token: str | None = None) -> Task:
         """Accept the task's result. Refused (``LeaseLostError``) unless the caller still holds
         the task; refused (``TaskStateError``) for a cancelled or completed task."""
-        encoded = _encoded_payload(result, "result")
-        item = _Result(task_id, lease_token, encoded.decode("utf-8"),
-                       dagjson.cid_text_for_block(encoded))
-        outcome = self._complete([item], worker_id)[0]
+        outcome = self._complete([_result_item(task_id, result, lease_token)], worker_id)[0]
         if isinstance(outcome, Task):
             return outcome
         raise outcome
@@ -727,14 +723,11 @@ class WorkflowCoordinator:
             raise ValueError(f"at most {MAX_BATCH} results at a time, not {len(entries)}")
         items: list[_Result | RubixError] = []
         for entry in entries:
-            task_id = entry["task_id"]
             try:
-                encoded = _encoded_payload(entry.get("result"), "result")
+                items.append(_result_item(entry["task_id"], entry.get("result"),
+                                          entry.get("lease_token")))
             except InvalidDataError as exc:
                 items.append(exc)
-                continue
-            items.append(_Result(task_id, entry.get("lease_token"), encoded.decode("utf-8"),
-                                 dagjson.cid_text_for_block(encoded)))
         valid = [i for i in items if isinstance(i, _Result)]
         if len({i.task_id for i in valid}) != len(valid):
             raise ValueError("a task_id appears twice among the results")

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from rubix_integration.errors import InvalidDataError
 from rubix_integration.provenance.logger import now_us
-from rubix_integration.workflow.coordinator import MAX_BATCH
+from rubix_integration.workflow.coordinator import _check_batch
 from rubix_integration.workflow.errors import TaskError
 
 if TYPE_CHECKING:
@@ -146,9 +146,7 @@ class Worker:
         else:
             self._handlers = dict(handlers)
             self._default = None
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) \
-                or not 1 <= batch_size <= MAX_BATCH:
-            raise ValueError(f"batch_size must be an integer from 1 to {MAX_BATCH}")
+        _check_batch(batch_size, "batch_size")
         self.worker_id = worker_id or default_worker_id()
         self.capabilities = capabilities
         self.poll_interval = poll_interval
@@ -279,10 +277,7 @@ class Worker:
             if held.expires_us - now_us() > margin * 1_000_000:
                 return True
             try:
-                renewed = self.coordinator.heartbeat(task.task_id, self.worker_id,
-                                                     lease_token=task.lease_token)
-                held.expires_us = renewed.lease_expires_at_us or 0
-                held.next_beat = time.monotonic() + self.heartbeat_interval
+                self._renew(held)
                 return True
             except TaskError as exc:
                 log.warning("%s: %s was not started: %s", self.worker_id, task.task_id, exc)
@@ -342,6 +337,14 @@ class Worker:
 
     # --- leases --------------------------------------------------------------------------------
 
+    def _renew(self, held: _Held) -> None:
+        """Extend the lease of ``held`` now (``TaskError`` when it is no longer held)."""
+        held.next_beat = time.monotonic() + self.heartbeat_interval
+        task = held.task
+        renewed = self.coordinator.heartbeat(task.task_id, self.worker_id,
+                                             lease_token=task.lease_token)
+        held.expires_us = renewed.lease_expires_at_us or 0
+
     def _heartbeats(self, stop: threading.Event) -> None:
         """Extend the lease of every held task ``heartbeat_interval`` after its claim or last
         extension, until ``stop``."""
@@ -357,12 +360,9 @@ class Worker:
             for h in held:
                 if h.lost or h.next_beat > now or h.task.task_id not in self._held:
                     continue
-                h.next_beat = now + self.heartbeat_interval
                 task = h.task
                 try:
-                    renewed = self.coordinator.heartbeat(task.task_id, self.worker_id,
-                                                         lease_token=task.lease_token)
-                    h.expires_us = renewed.lease_expires_at_us or 0
+                    self._renew(h)
                 except TaskError as exc:
                     if task.task_id in self._held:  # not just reported
                         h.lost = True
