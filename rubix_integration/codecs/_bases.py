@@ -72,16 +72,39 @@ def decode_uvarint(
     raise ValueError("varint is too long")
 
 
+# Below this many digits the digit-by-digit loop is fastest; above it, the conversions split the
+# number in halves and recurse, so their cost follows big-integer multiplication (Karatsuba)
+# instead of growing with the square of the length.
+_B58_SPLIT = 256
+
+
 def b58_encode(data: bytes) -> str:
     """Encode bytes as base58btc (the Bitcoin alphabet)."""
     zeros = len(data) - len(data.lstrip(b"\0"))
     n = int.from_bytes(data, "big")
-    chars: list[str] = []
-    alphabet = _B58_ALPHABET
-    while n:
-        n, r = divmod(n, 58)
-        chars.append(alphabet[r])
-    return "1" * zeros + "".join(reversed(chars))
+    if not n:
+        return "1" * zeros
+    # enough digits for the number: log(256) / log(58) < 1.3658
+    width = (len(data) - zeros) * 13658 // 10000 + 1
+    digits = _b58_digits(n, width, {}).lstrip("1")
+    return "1" * zeros + digits
+
+
+def _b58_digits(n: int, width: int, powers: dict[int, int]) -> str:
+    """``n`` as exactly ``width`` base58 digits (left-padded with ``1``, the zero digit)."""
+    if width <= _B58_SPLIT:
+        chars: list[str] = []
+        alphabet = _B58_ALPHABET
+        while n:
+            n, r = divmod(n, 58)
+            chars.append(alphabet[r])
+        return "1" * (width - len(chars)) + "".join(reversed(chars))
+    low = width // 2
+    power = powers.get(low)
+    if power is None:
+        power = powers[low] = 58**low
+    high, rest = divmod(n, power)
+    return _b58_digits(high, width - low, powers) + _b58_digits(rest, low, powers)
 
 
 def b58_decode(text: str) -> bytes:
@@ -90,16 +113,34 @@ def b58_decode(text: str) -> bytes:
         # one C-level translate to digit values, then small-int arithmetic: CIDv0 parsing is on
         # the hot path of every repo read
         digits = text.encode("ascii").translate(_B58_DIGITS)
-    except UnicodeEncodeError:
-        raise ValueError("invalid base58 character (not ASCII)") from None
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"character {text[exc.start]!r} at position {exc.start} is outside "
+                         "the base58btc alphabet") from None
     if 255 in digits:
-        raise ValueError(f"invalid base58 character {text[digits.index(255)]!r}")
-    n = 0
-    for d in digits:
-        n = n * 58 + d
+        at = digits.index(255)
+        raise ValueError(f"character {text[at]!r} at position {at} is outside the base58btc "
+                         "alphabet")
+    n = _b58_value(digits, {}) if len(digits) > _B58_SPLIT else _b58_small(digits)
     zeros = len(text) - len(text.lstrip("1"))
     body = n.to_bytes((n.bit_length() + 7) // 8, "big") if n else b""
     return b"\0" * zeros + body
+
+
+def _b58_small(digits: bytes) -> int:
+    n = 0
+    for d in digits:
+        n = n * 58 + d
+    return n
+
+
+def _b58_value(digits: bytes, powers: dict[int, int]) -> int:
+    if len(digits) <= _B58_SPLIT:
+        return _b58_small(digits)
+    low = len(digits) // 2
+    power = powers.get(low)
+    if power is None:
+        power = powers[low] = 58**low
+    return _b58_value(digits[:-low], powers) * power + _b58_value(digits[-low:], powers)
 
 
 _B32_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
@@ -176,7 +217,8 @@ def multibase_decode(text: str) -> bytes:
         return _b64_decode(body, None)
     if prefix == "u":
         return _b64_decode(body, b"-_")
-    raise ValueError(f"unsupported multibase prefix {prefix!r}")
+    raise ValueError(f"unsupported multibase prefix {prefix!r} (CID text is Qm... for version 0, "
+                     "or starts with b, B, z, f, F, m or u)")
 
 
 def multibase_encode(data: bytes, base: str = "base32") -> str:

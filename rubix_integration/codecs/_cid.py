@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from functools import lru_cache
 from typing import NamedTuple
@@ -26,6 +28,7 @@ __all__ = [
     "DAG_PB",
     "HASH_NAMES",
     "IDENTITY",
+    "MAX_CID_TEXT",
     "RAW",
     "SHA2_256",
     "decode_multihash",
@@ -152,7 +155,9 @@ class CID(NamedTuple):
             raise InvalidCIDError(str(exc)) from None
 
     def __str__(self) -> str:
-        return _format(self)
+        if len(self.multihash) <= _CACHED_MULTIHASH:
+            return _format(self)
+        return self.encode()  # a large inline CID: not worth its room in the cache
 
     def to_v1(self) -> CID:
         """The version 1 CID of the same content."""
@@ -174,6 +179,12 @@ class CID(NamedTuple):
             return _decode_binary(bytes(data))
         except ValueError as exc:
             raise InvalidCIDError(f"malformed binary CID: {exc}") from None
+
+
+# The caches below keep only CIDs of bounded size (every hash function's digest fits; large
+# identity CIDs do not), so their entry limits bound their bytes: about 30 MiB at most each.
+_CACHED_MULTIHASH = 80
+_CACHED_TEXT = 160
 
 
 @lru_cache(maxsize=65536)
@@ -220,15 +231,85 @@ def decode_cid_bytes(data: bytes) -> CID:
     return _decode_binary(data, strict=False)
 
 
+def _max_binary_cid() -> int:
+    """The byte length of the longest CID this package accepts: an identity CID at the inline
+    limit, under the codec with the longest code."""
+    codec = max(len(encode_uvarint(code)) for code in CODEC_NAMES)
+    return 1 + codec + len(encode_multihash(IDENTITY, b"")) - 1 \
+        + len(encode_uvarint(MAX_IDENTITY_DIGEST)) + MAX_IDENTITY_DIGEST
+
+
+_MAX_CID_BYTES = _max_binary_cid()
+# the longest text of a valid CID in each multibase (prefix included); text past it is refused
+# before decoding, so hostile text costs no more than a valid CID
+_MAX_TEXT = {
+    "b": 1 + (_MAX_CID_BYTES * 8 + 4) // 5,
+    "B": 1 + (_MAX_CID_BYTES * 8 + 4) // 5,
+    "z": 2 + _MAX_CID_BYTES * 13658 // 10000,
+    "f": 1 + 2 * _MAX_CID_BYTES,
+    "F": 1 + 2 * _MAX_CID_BYTES,
+    "m": 1 + (_MAX_CID_BYTES * 4 + 2) // 3,
+    "u": 1 + (_MAX_CID_BYTES * 4 + 2) // 3,
+}
+MAX_CID_TEXT = max(_MAX_TEXT.values())
+_V0_TEXT = 46
+
+
 @lru_cache(maxsize=65536)
+def _parse_short(text: str) -> CID:
+    return _parse_text(text)
+
+
+class _ByteBoundedCache:
+    """The parses of long CID texts (large identity CIDs), least recently used dropped first once
+    their texts and multihashes together pass ``budget`` bytes."""
+
+    def __init__(self, budget: int) -> None:
+        self.budget = budget
+        self.size = 0
+        self._items: OrderedDict[str, CID] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, text: str) -> CID | None:
+        with self._lock:
+            cid = self._items.get(text)
+            if cid is not None:
+                self._items.move_to_end(text)
+            return cid
+
+    def put(self, text: str, cid: CID) -> None:
+        weight = len(text) + len(cid.multihash)
+        if weight > self.budget // 4:
+            return
+        with self._lock:
+            if text in self._items:
+                return
+            self._items[text] = cid
+            self.size += weight
+            while self.size > self.budget:
+                old_text, old = self._items.popitem(last=False)
+                self.size -= len(old_text) + len(old.multihash)
+
+
+_LONG_PARSES = _ByteBoundedCache(8 * 2**20)
+
+
 def _parse_text(text: str) -> CID:
-    if len(text) == 46 and text.startswith("Qm"):
-        mh = b58_decode(text)
+    if text.startswith("Qm"):
+        # only a version 0 CID starts so (Q is no multibase prefix): report its real defect
+        mh = b58_decode(text[:_V0_TEXT + 1])
+        if len(text) != _V0_TEXT:
+            raise ValueError(f"a version 0 CID (Qm...) is {_V0_TEXT} base58btc characters, "
+                             f"not {len(text)}")
         if len(mh) != 34 or not mh.startswith(_V0_PREFIX):
             raise ValueError("not a sha2-256 multihash")
         return CID(0, DAG_PB, mh)
     if not text:
         raise ValueError("empty text")
+    limit = _MAX_TEXT.get(text[0])
+    if limit is not None and len(text) > limit:
+        raise ValueError(f"{len(text)} characters, longer than any CID in this base "
+                         f"({limit}, an inline identity CID of {MAX_IDENTITY_DIGEST} bytes)")
     data = multibase_decode(text)
     if data[:1] == b"\x12":
         raise ValueError("a version 0 CID must be written in base58btc")
@@ -239,16 +320,24 @@ def parse_cid(value: str | bytes | CID) -> CID:
     """Parse CID text (``Qm…``, ``b…``, ``z…``, ...), binary CID bytes, or pass a CID through.
 
     Raises :class:`InvalidCIDError` for malformed input and for codecs or hash functions this
-    package cannot read.
+    package cannot read. Text longer than any valid CID (:data:`MAX_CID_TEXT` characters at most,
+    less in the denser bases) is refused before it is decoded.
     """
     if isinstance(value, CID):
         return value
     if isinstance(value, str):
         text = value.strip()
         try:
-            return _parse_text(text)
+            if len(text) <= _CACHED_TEXT:
+                return _parse_short(text)
+            cid = _LONG_PARSES.get(text)
+            if cid is None:
+                cid = _parse_text(text)
+                _LONG_PARSES.put(text, cid)
+            return cid
         except ValueError as exc:
-            raise InvalidCIDError(f"invalid CID {value[:100]!r}: {exc}",
+            shown = value if len(value) <= 60 else value[:60] + "..."
+            raise InvalidCIDError(f"{shown!r} is not a valid CID: {exc}",
                                   cid=value[:100]) from None
     if isinstance(value, (bytes, bytearray, memoryview)):
         return CID.from_bytes(bytes(value))

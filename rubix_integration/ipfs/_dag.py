@@ -7,7 +7,6 @@ A missing block fails at once: nothing here waits for the network.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -33,8 +32,16 @@ from rubix_integration.codecs._unixfs import RAW as UNIXFS_RAW
 from rubix_integration.errors import (
     ContentTooLargeError,
     CorruptBlockError,
+    DAGTooDeepError,
     IPFSTimeoutError,
     NotAFileError,
+)
+from rubix_integration.ipfs._writeout import (
+    MAX_DAG_DEPTH,
+    DirOut,
+    FileOut,
+    LinkOut,
+    write_tree,
 )
 from rubix_integration.ipfs.base import DirEntry, IPFSBackend
 
@@ -43,7 +50,6 @@ __all__ = ["DagBackend", "DagReader", "GetBlock", "Node", "deadline_for"]
 GetBlock = Callable[[CID], bytes]
 
 _RAW_TYPE = UnixFSData(UNIXFS_RAW)
-_WRITE_BUFFER = 1 << 20
 
 
 class Node(NamedTuple):
@@ -175,31 +181,55 @@ class DagReader:
     def _read(self, node: Node, start: int, stop: int,
               deadline: float | None) -> Iterator[bytes]:
         """Yield the bytes ``[start, stop)`` of ``node``'s content; subtrees outside the range
-        are skipped by their blocksizes without being read."""
+        are skipped by their blocksizes without being read.
+
+        The walk keeps its own stack (one entry per level, at most :data:`MAX_DAG_DEPTH`), so a
+        DAG built as a long chain ends in :class:`DAGTooDeepError`, not in Python's recursion.
+        """
         if start >= stop:
             return
-        data = node.data
-        pos = len(data)
-        if data and start < pos:
-            yield data[start:min(stop, pos)]
-        if not node.links:
-            return
-        blocksizes = node.fs.blocksizes if node.fs is not None else ()
-        for link, size in zip(node.links, blocksizes, strict=True):
-            child_start = pos
-            pos += size
-            if pos <= start:
-                continue
-            if child_start >= stop:
+        top = node.cid
+        # per level: the node, the range wanted of it, its remaining links and where they begin
+        stack: list[tuple[Node, int, int, Iterator[tuple[PBLink, int]], list[int]]] = []
+        current: Node | None = node
+        while True:
+            if current is not None:
+                data = current.data
+                if data and start < len(data):
+                    yield data[start:min(stop, len(data))]
+                if current.links:
+                    if len(stack) >= MAX_DAG_DEPTH:
+                        raise DAGTooDeepError(
+                            f"file {top} nests more than {MAX_DAG_DEPTH} levels",
+                            limit=MAX_DAG_DEPTH, cid=str(top), backend=self.backend)
+                    blocksizes = current.fs.blocksizes if current.fs is not None else ()
+                    stack.append((current, start, stop,
+                                  iter(zip(current.links, blocksizes, strict=True)),
+                                  [len(data)]))
+                current = None
+            if not stack:
+                return
+            parent, p_start, p_stop, links, at = stack[-1]
+            for link, size in links:
+                child_start = at[0]
+                at[0] += size
+                if at[0] <= p_start:
+                    continue
+                if child_start >= p_stop:
+                    break
+                child = self.node(link.cid, deadline)
+                fs = child.fs
+                if fs is None or not (fs.type == FILE or fs.type == UNIXFS_RAW) \
+                        or child.size != size:
+                    raise CorruptBlockError(
+                        f"block {link.cid} under {parent.cid} is not the {size}-byte file part "
+                        "its parent declares", cid=str(link.cid), backend=self.backend)
+                current = child
+                start = max(0, p_start - child_start)
+                stop = min(size, p_stop - child_start)
                 break
-            child = self.node(link.cid, deadline)
-            fs = child.fs
-            if fs is None or not (fs.type == FILE or fs.type == UNIXFS_RAW) or child.size != size:
-                raise CorruptBlockError(
-                    f"block {link.cid} under {node.cid} is not the {size}-byte file part its "
-                    "parent declares", cid=str(link.cid), backend=self.backend)
-            yield from self._read(child, max(0, start - child_start),
-                                  min(size, stop - child_start), deadline)
+            if current is None:
+                stack.pop()
 
     # --- directories -----------------------------------------------------------------------------
 
@@ -235,57 +265,60 @@ class DagReader:
             yield link.name or "", link
 
     def _hamt_links(self, node: Node, deadline: float | None) -> Iterator[tuple[str, PBLink]]:
-        fs = node.fs
-        fanout = fs.fanout if fs is not None and fs.fanout else 256
-        # link names start with the bucket index in upper-case hex, as wide as fanout - 1
-        width = len(f"{fanout - 1:X}")
-        for link in node.links:
+        # one stack entry per shard level, bounded like every other walk
+        stack: list[tuple[Node, int, Iterator[PBLink]]] = [(node, _hamt_width(node),
+                                                            iter(node.links))]
+        while stack:
+            shard, width, links = stack[-1]
+            link = next(links, None)
+            if link is None:
+                stack.pop()
+                continue
             name = link.name or ""
             if len(name) < width:
-                raise CorruptBlockError(f"HAMT shard {node.cid}: link name {name!r} too short",
-                                        cid=str(node.cid), backend=self.backend)
-            if len(name) == width:
-                child = self.node(link.cid, deadline)
-                if child.fs is None or child.fs.type != HAMT_SHARD:
-                    raise CorruptBlockError(f"HAMT shard {node.cid}: {link.cid} is not a shard",
-                                            cid=str(link.cid), backend=self.backend)
-                yield from self._hamt_links(child, deadline)
-            else:
+                raise CorruptBlockError(f"HAMT shard {shard.cid}: link name {name!r} too short",
+                                        cid=str(shard.cid), backend=self.backend)
+            if len(name) > width:
                 yield name[width:], link
+                continue
+            child = self.node(link.cid, deadline)
+            if child.fs is None or child.fs.type != HAMT_SHARD:
+                raise CorruptBlockError(f"HAMT shard {shard.cid}: {link.cid} is not a shard",
+                                        cid=str(link.cid), backend=self.backend)
+            if len(stack) >= MAX_DAG_DEPTH:
+                raise DAGTooDeepError(
+                    f"HAMT directory {node.cid} nests more than {MAX_DAG_DEPTH} levels",
+                    limit=MAX_DAG_DEPTH, cid=str(node.cid), backend=self.backend)
+            stack.append((child, _hamt_width(child), iter(child.links)))
 
     # --- writing out -----------------------------------------------------------------------------
 
     def get(self, cid: str | CID, dest: Path, *, timeout: float | None = None) -> Path:
-        """Write a file, symlink or directory tree to ``dest``; return ``dest``."""
-        root = parse_cid(cid)
-        self._write(root, Path(dest), deadline_for(timeout))
-        return Path(dest)
+        """Write a file, symlink or directory tree to ``dest``; return ``dest``.
 
-    def _write(self, cid: CID, dest: Path, deadline: float | None) -> None:
-        node = self.node(cid, deadline)
-        fs = node.fs
-        if fs is None:
-            raise NotAFileError(f"{cid} is a {cid.codec_name} block, not UnixFS", cid=str(cid),
+        Entries are written as :func:`~rubix_integration.ipfs._writeout.write_tree` allows:
+        never through a link, never twice under one name, never deeper than the depth bound.
+        """
+        root = parse_cid(cid)
+        deadline = deadline_for(timeout)
+
+        def resolve(item: CID) -> FileOut | LinkOut | DirOut[CID]:
+            node = self.node(item, deadline)
+            fs = node.fs
+            if fs is None:
+                raise NotAFileError(f"{item} is a {item.codec_name} block, not UnixFS",
+                                    cid=str(item), backend=self.backend)
+            if fs.type == FILE or fs.type == UNIXFS_RAW:
+                return FileOut(self._read(node, 0, node.size, deadline))
+            if fs.type in (DIRECTORY, HAMT_SHARD):
+                return DirOut([(name, link.cid) for name, link in self._links(node, deadline)])
+            if fs.type == SYMLINK:
+                return LinkOut(node.data.decode("utf-8", errors="surrogateescape"))
+            raise NotAFileError(f"{item} is a UnixFS {fs.type_name} node", cid=str(item),
                                 backend=self.backend)
-        if fs.type == FILE or fs.type == UNIXFS_RAW:
-            with open(dest, "wb", buffering=_WRITE_BUFFER) as fh:
-                for chunk in self._read(node, 0, node.size, deadline):
-                    fh.write(chunk)
-        elif fs.type in (DIRECTORY, HAMT_SHARD):
-            dest.mkdir(parents=True, exist_ok=True)
-            for name, link in self._links(node, deadline):
-                if not _safe_name(name):
-                    raise CorruptBlockError(f"directory {cid} has an unsafe entry name {name!r}",
-                                            cid=str(cid), backend=self.backend)
-                self._write(link.cid, dest / name, deadline)
-        elif fs.type == SYMLINK:
-            target = node.data.decode("utf-8", errors="surrogateescape")
-            if dest.is_symlink() or dest.exists():
-                dest.unlink()
-            os.symlink(target, dest)
-        else:
-            raise NotAFileError(f"{cid} is a UnixFS {fs.type_name} node", cid=str(cid),
-                                backend=self.backend)
+
+        write_tree(root, Path(dest), resolve, describe=str, backend=self.backend)
+        return Path(dest)
 
     # --- whole DAGs ------------------------------------------------------------------------------
 
@@ -325,9 +358,11 @@ def _range(size: int, offset: int, length: int | None) -> tuple[int, int]:
     return start, stop
 
 
-def _safe_name(name: str) -> bool:
-    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name \
-        and "\0" not in name
+def _hamt_width(node: Node) -> int:
+    """How many hex digits of a shard's link names are the bucket index (fanout - 1 in hex)."""
+    fs = node.fs
+    fanout = fs.fanout if fs is not None and fs.fanout else 256
+    return len(f"{fanout - 1:X}")
 
 
 class DagBackend(IPFSBackend):

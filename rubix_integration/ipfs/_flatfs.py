@@ -6,7 +6,8 @@ multihash plus ``.data``, inside a shard folder chosen by the function recorded 
 ``/repo/flatfs/shard/v1/next-to-last/2``. CIDv0 and CIDv1 of one multihash share the file.
 Identity-hash CIDs carry their block inline and are never stored.
 
-Reading opens block files read-only and takes no lock. Every block read is hash-verified.
+Reading opens block files read-only and takes no lock. Every block read is hash-verified, and a
+block file larger than :data:`MAX_BLOCK_SIZE` is refused from its size alone, before any read.
 Writing (the embedded store only) goes through a temporary file in the shard folder and an atomic
 rename, so concurrent writers and readers never see a partial block.
 """
@@ -28,7 +29,8 @@ from rubix_integration.errors import (
     IPFSUnavailableError,
 )
 
-__all__ = ["DEFAULT_SHARD_FUNC", "SHARDING_FILES", "FlatFS", "read_shard_func", "shard_function"]
+__all__ = ["DEFAULT_SHARD_FUNC", "MAX_BLOCK_SIZE", "SHARDING_FILES", "FlatFS", "read_shard_func",
+           "shard_function"]
 
 DEFAULT_SHARD_FUNC = "/repo/flatfs/shard/v1/next-to-last/2"
 SHARDING_FILES = ("SHARDING", "SHARDING.data")
@@ -144,6 +146,11 @@ class FlatFS:
         path = self.path(cid)
         try:
             data = _read_file(path)
+        except _TooLarge as exc:
+            raise CorruptBlockError(
+                f"block file {path} holds {exc.size} bytes, over the {MAX_BLOCK_SIZE}-byte limit "
+                f"of a block: it cannot be {cid}", cid=str(cid), backend=self.backend,
+                path=path) from None
         except FileNotFoundError:
             raise ContentNotFoundError(f"block {cid} is not in {self.root}", cid=str(cid),
                                        backend=self.backend, path=path) from None
@@ -215,8 +222,19 @@ class FlatFS:
         return True
 
 
+# kubo refuses blocks over 2 MiB (its bitswap and `block put` limit) and writes at most 1 MiB;
+# twice the larger leaves room for any other writer while a hostile file (say a 16 GiB sparse
+# one named as a token's block) is refused without being read
+MAX_BLOCK_SIZE = 4 * 2**20
+
 _FIRST_READ = 1 << 16
 _O_RDONLY = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+class _TooLarge(Exception):
+    def __init__(self, size: int) -> None:
+        self.size = size
+        super().__init__(size)
 
 
 def _read_file(path: str) -> bytes:
@@ -228,8 +246,15 @@ def _read_file(path: str) -> bytes:
         # a short read of a regular file means its end; were it not, the hash check would say so
         if len(data) < _FIRST_READ:
             return data
+        size = os.fstat(fd).st_size
+        if size > MAX_BLOCK_SIZE:
+            raise _TooLarge(size)
         parts = [data]
+        total = len(data)
         while more := os.read(fd, 1 << 20):
+            total += len(more)
+            if total > MAX_BLOCK_SIZE:  # the file grew after fstat
+                raise _TooLarge(total)
             parts.append(more)
         return b"".join(parts)
     finally:

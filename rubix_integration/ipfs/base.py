@@ -20,7 +20,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, ClassVar, Literal
 
-from rubix_integration.errors import UnsupportedOperationError
+from rubix_integration.errors import IPFSError, UnsupportedOperationError
 
 if TYPE_CHECKING:
     from rubix_integration._settings import Settings
@@ -184,9 +184,18 @@ class IPFSBackend:
         raise UnsupportedOperationError(f"{self.name}: add is not supported", backend=self.name)
 
     def add_file(self, path: Path, *, pin: bool = True, timeout: float | None = None) -> str:
-        """Add the file at ``path``; return its CID (the same as ``ipfs add`` gives)."""
-        raise UnsupportedOperationError(f"{self.name}: add is not supported", backend=self.name,
-                                        path=str(path))
+        """Add the file at ``path``; return its CID (the same as ``ipfs add`` gives).
+
+        By default the file is read whole and handed to :meth:`add_bytes`, so a backend that
+        implements only that can add files too; backends that can stream override this. A file
+        that cannot be read raises :class:`IPFSError` naming ``path``.
+        """
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise IPFSError(f"{self.name}: cannot add {path}: {exc.strerror or exc}",
+                            backend=self.name, path=str(path)) from exc
+        return self.add_bytes(data, pin=pin, timeout=timeout)
 
     def add_directory(
         self,

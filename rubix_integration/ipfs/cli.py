@@ -47,6 +47,9 @@ __all__ = ["CLIBackend", "find_binary"]
 KILL_WAIT = 5.0
 """Seconds to wait for a killed process group to be reaped."""
 
+HAS_PROBE_TIMEOUT = 8.0
+"""Longest :meth:`CLIBackend.has` waits for ``block stat`` (a process start costs ~2 s)."""
+
 _ADD_FLAGS = (
     # kubo's defaults, spelled out so every implementation gives the same CIDs
     "--progress=false",
@@ -275,10 +278,16 @@ class CLIBackend(IPFSBackend):
         return dest
 
     def has(self, cid: str, *, timeout: float | None = None) -> bool:
+        """Ask ``block stat``; a block the node cannot show within the limit counts as absent.
+
+        A daemon behind ``--api`` (js-ipfs) waits for the network instead of answering "not
+        found", so the limit is the caller's ``timeout`` capped at :data:`HAS_PROBE_TIMEOUT`.
+        """
         text = str(parse_cid(cid))
+        limit = min(self._timeout(timeout), HAS_PROBE_TIMEOUT)
         try:
-            self._run(["block", "stat", text], timeout=timeout, cid=text)
-        except ContentNotFoundError:
+            self._run(["block", "stat", text], timeout=limit, cid=text)
+        except (ContentNotFoundError, IPFSTimeoutError):
             return False
         return True
 

@@ -41,6 +41,7 @@ from rubix_integration.errors import (
     UnsupportedOperationError,
 )
 from rubix_integration.hookspecs import hookimpl
+from rubix_integration.ipfs._writeout import DirOut, FileOut, LinkOut, write_tree
 from rubix_integration.ipfs.base import (
     AddedEntry,
     AddResult,
@@ -557,21 +558,20 @@ class HTTPBackend(IPFSBackend):
         return left
 
     def _write(self, cid: str, kind: str, dest: Path, deadline: float) -> None:
-        if kind == "file":
-            with open(dest, "wb") as fh:
-                for chunk in self._stream_cat(cid, 0, None, self._remaining(deadline, cid)):
-                    fh.write(chunk)
-        elif kind == "directory":
-            dest.mkdir(parents=True, exist_ok=True)
-            for entry in self.ls(cid, timeout=self._remaining(deadline, cid)):
-                if not _safe_name(entry.name):
-                    raise CorruptBlockError(
-                        f"http: directory {cid} has an unsafe entry name {entry.name!r}",
-                        cid=cid, backend=self.name)
-                self._write(entry.cid, entry.type, dest / entry.name, deadline)
-        else:
-            raise NotAFileError(f"http: {cid} is neither a file nor a directory", cid=cid,
+        # the same writer as the block-reading backends: names checked, no link followed, a
+        # repeated name refused, nesting bounded
+        def resolve(item: tuple[str, str]) -> FileOut | LinkOut | DirOut[tuple[str, str]]:
+            at, what = item
+            if what == "file":
+                return FileOut(self._stream_cat(at, 0, None, self._remaining(deadline, at)))
+            if what == "directory":
+                entries = self.ls(at, timeout=self._remaining(deadline, at))
+                return DirOut([(e.name, (e.cid, e.type)) for e in entries])
+            raise NotAFileError(f"http: {at} is neither a file nor a directory", cid=at,
                                 backend=self.name, path=str(dest))
+
+        write_tree((cid, kind), dest, resolve, describe=lambda item: item[0],
+                   backend=self.name)
 
     def has(self, cid: str, *, timeout: float | None = None) -> bool:
         """Ask ``block/stat`` with ``offline=true`` and a short limit.
@@ -790,11 +790,6 @@ def _range_opts(offset: int, length: int | None) -> dict[str, str]:
     if length is not None:
         opts["length"] = str(length)
     return opts
-
-
-def _safe_name(name: str) -> bool:
-    return bool(name) and name not in (".", "..") and "/" not in name and "\\" not in name \
-        and "\0" not in name
 
 
 def _scan(root: Path, recursive: bool, backend: str) -> tuple[list[str], list[str]]:

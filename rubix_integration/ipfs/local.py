@@ -247,14 +247,7 @@ class LocalBackend(DagBackend):
         with self._pin_lock:
             if self._pin_conn is None:
                 self._open(create=True)
-                conn = sqlite3.connect(self.root / "pins.sqlite", timeout=30.0,
-                                       check_same_thread=False)
-                # WAL with NORMAL sync: a pin survives a process crash without an fsync per add
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                conn.execute("CREATE TABLE IF NOT EXISTS pins "
-                             "(cid TEXT PRIMARY KEY, pinned_at REAL)")
-                self._pin_conn = conn
+                self._pin_conn = _open_pin_db(self.root / "pins.sqlite")
             with self._pin_conn:
                 yield self._pin_conn
 
@@ -342,6 +335,42 @@ class LocalBackend(DagBackend):
             return Health(os.access(self._blocks_dir, os.R_OK | os.W_OK),
                           f"embedded content store at {self.root}")
         return Health(True, f"embedded content store at {self.root} (empty, created on first add)")
+
+
+_PIN_DB_TIMEOUT = 30.0
+# one opener at a time per pin database in this process: switching a fresh database to WAL needs
+# it alone, and SQLite answers "database is locked" at once, without waiting for its busy
+# timeout, when two connections race to do it
+_PIN_DB_LOCKS: dict[str, threading.Lock] = {}
+_PIN_DB_LOCKS_LOCK = threading.Lock()
+
+
+def _open_pin_db(path: Path) -> sqlite3.Connection:
+    """Open (creating if needed) the pin list at ``path`` in WAL mode."""
+    key = os.path.abspath(path)
+    with _PIN_DB_LOCKS_LOCK:
+        lock = _PIN_DB_LOCKS.setdefault(key, threading.Lock())
+    with lock:
+        conn = sqlite3.connect(path, timeout=_PIN_DB_TIMEOUT, check_same_thread=False)
+        try:
+            # the busy timeout is in force before the first statement that needs a lock
+            conn.execute(f"PRAGMA busy_timeout={int(_PIN_DB_TIMEOUT * 1000)}")
+            deadline = time.monotonic() + _PIN_DB_TIMEOUT
+            # WAL with NORMAL sync: a pin survives a process crash without an fsync per add
+            while conn.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                try:
+                    conn.execute("PRAGMA journal_mode=WAL")
+                except sqlite3.OperationalError as exc:
+                    # another process may be switching it too; its busy handler is not consulted
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.01)
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("CREATE TABLE IF NOT EXISTS pins (cid TEXT PRIMARY KEY, pinned_at REAL)")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
 
 def _likely_cid(stored: CID, block: bytes) -> CID:
