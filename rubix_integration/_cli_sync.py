@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import logging
+import os
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +18,12 @@ import click
 from rubix_integration._cli_common import make_manager, store_option
 from rubix_integration.tokens.discover import DEFAULT_PATTERN, NodeDatabase
 from rubix_integration.tokens.report import REPORTS, ReportResult, run_report
-from rubix_integration.tokens.sync import DatabaseResult, SyncObserver, SyncSummary
+from rubix_integration.tokens.sync import (
+    DatabaseResult,
+    SyncObserver,
+    SyncSummary,
+    sync_log_handler,
+)
 
 __all__ = ["demo", "report", "sync"]
 
@@ -92,13 +100,18 @@ def _stderr_console() -> Any:
 @click.option("--full", is_flag=True, help="Process every database, changed or not.")
 @click.option("--pattern", default=DEFAULT_PATTERN, show_default=True,
               help="Path of the database inside a node folder.")
+@click.option("--db-timeout", type=click.FloatRange(min=0, min_open=True), default=None,
+              metavar="SECONDS",
+              help="Time one database may take before it is given up as failed (default: "
+                   "RUBIX_SYNC_DB_TIMEOUT, else 600).")
 @click.option("--log-file", type=click.Path(path_type=Path), default=None,
               help="Log file (default: sync.log in the data dir).")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @click.option("--no-progress", is_flag=True, help="No live progress display.")
 def sync(roots: tuple[Path, ...], store_url: str | None, workers: int | None,
          processes: int | None, ipfs_mode: str | None, source_ip: str | None, full: bool,
-         pattern: str, log_file: Path | None, as_json: bool, no_progress: bool) -> None:
+         pattern: str, db_timeout: float | None, log_file: Path | None, as_json: bool,
+         no_progress: bool) -> None:
     """Sync the tokens of every Rubix node below ROOTS into the store.
 
     Finds <node>/Rubix/rubix.db files, reads TokensTable and FTTokenTable, fetches each token's
@@ -106,15 +119,18 @@ def sync(roots: tuple[Path, ...], store_url: str | None, workers: int | None,
     transaction. Unchanged databases are skipped. Exit status: 0 when every database synced,
     1 when one failed or a folder was unreadable, 130 when interrupted.
     """
-    with make_manager(store_url=store_url, ipfs_mode=ipfs_mode, source_ip=source_ip) as manager:
+    missing = [str(r) for r in roots if not os.path.lexists(r)]
+    if len(missing) == len(roots):
+        raise click.ClickException(f"no such folder: {', '.join(missing)}")
+    with make_manager(store_url=store_url, ipfs_mode=ipfs_mode, source_ip=source_ip,
+                      sync_db_timeout=db_timeout) as manager:
         handler = _log_to(log_file or manager.settings.data_dir / "sync.log")
         try:
             summary = _run_sync(manager, list(roots), workers=workers, processes=processes,
                                 full=full,
                                 pattern=pattern, progress=not (as_json or no_progress))
         finally:
-            logging.getLogger("rubix_integration").removeHandler(handler)
-            handler.close()
+            handler.detach()
     _print_summary(summary, as_json)
     if summary.interrupted:
         sys.exit(130)
@@ -135,12 +151,10 @@ def _run_sync(manager: Any, roots: list[Path], *, workers: int | None, processes
     return summary
 
 
-def _log_to(path: Path) -> logging.Handler:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+def _log_to(path: Path) -> Any:
+    handler = sync_log_handler(path)
     logger = logging.getLogger("rubix_integration")
-    logger.addHandler(handler)
+    # the command owns this process's logging: progress lines too, not only failures
     if logger.level == logging.NOTSET or logger.level > logging.INFO:
         logger.setLevel(logging.INFO)
     return handler
@@ -211,7 +225,8 @@ def report(name: str, store_url: str | None, fmt: str, engine: str) -> None:
 @click.option("--nodes", type=click.IntRange(min=1), default=4, show_default=True,
               help="Healthy nodes to create.")
 @click.option("--tokens", type=click.IntRange(min=0), default=25, show_default=True,
-              help="Tokens per healthy node.")
+              help="Tokens per healthy node, in all: 3 every node holds, up to 3 fungible "
+                   "tokens, the rest its own.")
 @store_option
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 def demo(directory: Path | None, nodes: int, tokens: int, store_url: str | None,
@@ -223,18 +238,46 @@ def demo(directory: Path | None, nodes: int, tokens: int, store_url: str | None,
     database, .ipfs in the parent folder, a node without a repo, a database that is not SQLite and
     one without TokensTable. Prints the sync summary and the per-node report.
     """
-    from rubix_integration.tokens.demo import make_sample
+    from rubix_integration.tokens.demo import BROKEN_ON_PURPOSE, make_sample
 
     with make_manager(store_url=store_url) as manager:
         root = directory or manager.settings.data_dir / "demo"
         if root.exists() and any(root.iterdir()):
             click.echo(f"using the existing sample in {root}", err=True)
         else:
-            sample = make_sample(root, nodes=nodes, tokens_per_node=tokens)
+            with _building(not as_json) as progress:
+                sample = make_sample(root, nodes=nodes, node_tokens=tokens, progress=progress)
             click.echo(f"created {len(sample.nodes) + sample.broken_databases} node folders "
                        f"with {sample.tokens} tokens in {root}", err=True)
-        summary = manager.sync_tokens([root])
+        summary = _run_sync(manager, [root], workers=None, processes=None, full=False,
+                            pattern=DEFAULT_PATTERN, progress=not as_json)
         result = run_report(manager, "nodes")
+    broken = sorted({r.node_name for r in summary.databases} & set(BROKEN_ON_PURPOSE))
+    note = (f"{len(broken)} sample nodes are broken on purpose to show failure handling: "
+            + ", ".join(f"{n} ({BROKEN_ON_PURPOSE[n]})" for n in broken)) if broken else ""
     _print_summary(summary, as_json)
-    if not as_json:
-        click.echo(_render(result, "table"))
+    if as_json:
+        if note:
+            click.echo(note, err=True)
+        return
+    if note:
+        click.echo(note)
+    click.echo(_render(result, "table"))
+
+
+@contextlib.contextmanager
+def _building(show: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar on a terminal's stderr while the sample is written."""
+    if not (show and sys.stderr.isatty()):
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(TextColumn("writing sample nodes"), BarColumn(), MofNCompleteColumn(),
+                  console=_stderr_console(), transient=True) as bar:
+        task = bar.add_task("nodes", total=None)
+
+        def advance(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield advance

@@ -420,3 +420,114 @@ def test_cli_sync_json_and_exit_status(tmp_path: Path) -> None:
     proc = _cli("sync", str(ok_root), "--json", env=env)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
+
+
+# --- what a first run shows -------------------------------------------------------------------
+
+
+def test_cli_sync_of_a_missing_root_says_so_in_one_line(tmp_path: Path) -> None:
+    missing = tmp_path / "no" / "such" / "path"
+    proc = _cli("sync", str(missing), env={"RUBIX_DATA_DIR": str(tmp_path / "d")})
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1
+    lines = [line for line in (out + err).splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    assert str(missing) in lines[0] and "no such folder" in lines[0]
+    assert "UNREADABLE" not in out and "Traceback" not in err
+
+
+def test_a_missing_root_among_others_is_reported_once(tmp_path: Path) -> None:
+    root = tmp_path / "root"
+    make_sample(root, nodes=1, tokens_per_node=1, broken=False)
+    with Manager(data_dir=tmp_path / "d") as manager:
+        summary = manager.sync_tokens([root, tmp_path / "missing"])
+    assert summary.databases_processed == 1
+    assert summary.discovery_problems == [f"{tmp_path / 'missing'}: no such folder"]
+    assert str(summary).count("UNREADABLE") == 1
+
+
+@pytest.mark.parametrize(
+    ("ok", "failed", "shown_ok", "shown_failed", "json_rate"),
+    [
+        (31812, 8, "(99.9%)", "(0.1%)", 99.97),
+        (999_999, 1, "(99.9%)", "(0.1%)", 99.99),
+        (10, 0, "(100.0%)", "(0.0%)", 100.0),
+        (0, 5, "(0.0%)", "(100.0%)", 0.0),
+    ],
+)
+def test_summary_shows_100_percent_only_without_failures(
+    ok: int, failed: int, shown_ok: str, shown_failed: str, json_rate: float
+) -> None:
+    from rubix_integration.tokens.sync import SyncSummary
+
+    summary = SyncSummary(ipfs_success=ok, ipfs_failed=failed)
+    lines = str(summary).splitlines()
+    assert next(line for line in lines if "IPFS success" in line).endswith(shown_ok)
+    assert next(line for line in lines if "IPFS failed" in line).endswith(shown_failed)
+    assert summary.as_dict()["ipfs_success_rate"] == json_rate
+
+
+def _tokens_in(db: Path) -> int:
+    with sqlite3.connect(db) as conn:
+        return sum(conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0]
+                   for t in ("TokensTable", "FTTokenTable"))
+
+
+@pytest.mark.parametrize("count", [0, 2, 5, 25])
+def test_sample_nodes_hold_exactly_the_tokens_asked_for(count: int, tmp_path: Path) -> None:
+    calls: list[tuple[int, int]] = []
+    sample = make_sample(tmp_path / "root", nodes=2, node_tokens=count,
+                         progress=lambda done, total: calls.append((done, total)))
+    assert [_tokens_in(n / "Rubix" / "rubix.db") for n in sample.nodes[:2]] == [count, count]
+    assert calls[0] == (1, 8) and calls[-1] == (8, 8)
+    assert [d for d, _ in calls] == sorted(d for d, _ in calls)
+
+
+def test_cli_demo_counts_tokens_per_node_and_says_which_failures_are_deliberate(
+    tmp_path: Path,
+) -> None:
+    proc = _cli("demo", str(tmp_path / "sample"), "--nodes", "2", "--tokens", "7",
+                env={"RUBIX_DATA_DIR": str(tmp_path / "d")})
+    out, err = proc.communicate(timeout=180)
+    assert proc.returncode == 0, err
+    assert _tokens_in(tmp_path / "sample" / "node001" / "Rubix" / "rubix.db") == 7
+    assert "FAILED" in out
+    note = next(line for line in out.splitlines() if "broken on purpose" in line)
+    assert note.startswith("4 sample nodes are broken on purpose to show failure handling: ")
+    for name in ("node900-damaged", "node902-no-ipfs", "node904-garbage", "node905-no-tokens"):
+        assert name in note
+
+
+def test_library_sync_writes_sync_log(tmp_path: Path) -> None:
+    sample = make_sample(tmp_path / "root", nodes=1, tokens_per_node=2)
+    log_file = tmp_path / "d" / "sync.log"
+    with Manager(data_dir=tmp_path / "d") as manager:
+        manager.sync_tokens([sample.root])
+        assert log_file.read_text().count("database failed") == 2
+        manager.sync_tokens([sample.root])
+    # the handler was attached for each run only: the second run's lines are written once
+    assert log_file.read_text().count("database failed") == 4
+    import logging
+
+    from rubix_integration.tokens.sync import _SyncLogHandler
+
+    handlers = logging.getLogger("rubix_integration").handlers
+    assert not any(isinstance(h, _SyncLogHandler) for h in handlers)
+
+
+def test_cli_log_file_replaces_sync_log(tmp_path: Path) -> None:
+    sample = make_sample(tmp_path / "root", nodes=1, tokens_per_node=2)
+    elsewhere = tmp_path / "logs" / "mine.log"
+    proc = _cli("sync", str(sample.root), "--json", "--log-file", str(elsewhere),
+                env={"RUBIX_DATA_DIR": str(tmp_path / "d")})
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 1, err
+    assert elsewhere.read_text().count("database failed") == 2
+    assert "sync finished" in elsewhere.read_text()
+    assert not (tmp_path / "d" / "sync.log").exists()
+
+
+def test_cli_sync_help_names_the_time_limit() -> None:
+    proc = _cli("sync", "--help", env={})
+    out, _err = proc.communicate(timeout=60)
+    assert "--db-timeout" in out and "RUBIX_SYNC_DB_TIMEOUT" in out and "600" in out

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -22,7 +23,16 @@ from rubix_integration.ipfs._flatfs import FlatFS
 from rubix_integration.ipfs.base import IPFSContext
 from rubix_integration.ipfs.local import LocalBackend
 
-__all__ = ["Sample", "make_node", "make_sample"]
+__all__ = ["BROKEN_ON_PURPOSE", "Sample", "make_node", "make_sample"]
+
+#: The sample's nodes that fail on purpose (whole databases, or some of their tokens' content),
+#: with what is wrong with each.
+BROKEN_ON_PURPOSE: dict[str, str] = {
+    "node900-damaged": "missing and corrupt blocks, bad token ids",
+    "node902-no-ipfs": "no IPFS repo",
+    "node904-garbage": "not a SQLite database",
+    "node905-no-tokens": "no TokensTable",
+}
 
 TOKENS_DDL = (
     'CREATE TABLE "TokensTable" ("token_id" text,"parent_token_id" text,"token_value" real,'
@@ -132,13 +142,27 @@ def make_sample(
     ft_per_node: int = 3,
     broken: bool = True,
     seed: int = 7,
+    node_tokens: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> Sample:
     """Write ``nodes`` healthy nodes (and, with ``broken``, the field's failure cases) under
-    ``root``. Deterministic for a given ``seed``."""
+    ``root``. Deterministic for a given ``seed``.
+
+    Each healthy node holds ``tokens_per_node`` tokens of its own, 3 tokens every node holds and
+    ``ft_per_node`` fungible tokens; with ``node_tokens`` it holds exactly that many tokens in
+    all (the shared ones first, then up to ``ft_per_node`` fungible ones, then its own).
+    ``progress(done, total)`` is called after each node folder is written.
+    """
     rng = random.Random(seed)
     root.mkdir(parents=True, exist_ok=True)
     sample = Sample(root)
-    shared = [_token_text("RBT", n, rng) for n in range(3)]
+    n_shared = 3
+    if node_tokens is not None:
+        n_shared = min(3, node_tokens)
+        ft_per_node = min(ft_per_node, node_tokens - n_shared)
+        tokens_per_node = node_tokens - n_shared - ft_per_node
+    total = nodes + (len(BROKEN_ON_PURPOSE) + 2 if broken else 0)
+    shared = [_token_text("RBT", n, rng) for n in range(n_shared)]
     for n in range(1, nodes + 1):
         node = root / f"node{n:03d}"
         contents = [_token_text("TRI", rng.randrange(10**6), rng) for _ in range(tokens_per_node)]
@@ -147,6 +171,8 @@ def make_sample(
         sample.nodes.append(node)
         sample.tokens += len(contents) + ft_per_node
         sample.expected_ok += len(contents) + ft_per_node
+        if progress is not None:
+            progress(n, total)
     if not broken:
         return sample
 
@@ -206,4 +232,6 @@ def make_sample(
     conn.commit()
     conn.close()
     sample.broken_databases += 2
+    if progress is not None:
+        progress(total, total)
     return sample

@@ -48,8 +48,10 @@ def discover(
     """Find every ``<node>/<pattern>`` file below ``roots``, sorted by path.
 
     Symbolic links to folders are followed once (a loop is never walked twice); a node is named and
-    keyed by its real path. Folders that cannot be read are appended to ``problems`` and skipped.
-    A root that is itself a node folder counts.
+    keyed by its real path. Folders that cannot be read, and paths whose names are not valid
+    UTF-8 (no store could record them), are appended to ``problems`` and skipped. A root that is
+    itself a node folder counts. A ``<pattern>`` that exists but is no regular file (a link to a
+    device, a FIFO, a folder, or nowhere) is listed under its own path, for the reader to refuse.
     """
     parts = Path(pattern).parts
     if not parts or Path(pattern).is_absolute() or ".." in parts:
@@ -67,11 +69,31 @@ def discover(
                 # named and keyed by real paths: the same node reached through a symbolic link
                 # is the same node, under the same key, on every run
                 real = Path(os.path.realpath(db))
-                if real not in found:
-                    real_node = Path(os.path.realpath(node_dir))
-                    found[real] = NodeDatabase(db_path=real, node_name=real_node.name,
-                                               ipfs_path=_ipfs_path_for(real_node))
+            elif os.path.lexists(db):
+                real = Path(os.path.realpath(db.parent)) / db.name
+            else:
+                continue
+            if real in found:
+                continue
+            real_node = Path(os.path.realpath(node_dir))
+            if not _utf8(real) or not _utf8(real_node):
+                if problems is not None:
+                    shown = str(real).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+                    problems.append(DiscoveryProblem(
+                        Path(shown), "the path is not valid UTF-8; rename the folder to sync it"))
+                continue
+            found[real] = NodeDatabase(db_path=real, node_name=real_node.name,
+                                       ipfs_path=_ipfs_path_for(real_node))
     return sorted(found.values(), key=lambda n: str(n.db_path))
+
+
+def _utf8(path: Path) -> bool:
+    """Whether the path's name decodes as UTF-8 (else it holds lone surrogates)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _walk(

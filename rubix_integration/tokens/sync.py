@@ -16,7 +16,11 @@ How it runs:
   ``INSERT … SELECT``, so the one writer spends no Python time per row; other stores read
   pickled batches back and bulk-insert them (``COPY`` on PostgreSQL);
 - a crash, ``kill -9`` or Ctrl-C at any moment leaves every database either fully synced or as it
-  was, so a re-run converges to the same state; memory stays bounded by a few batches per worker.
+  was, so a re-run converges to the same state; memory stays bounded by a few batches per worker;
+- one database never stops the others: each has a time limit (``sync_db_timeout``; SQLite's work
+  is interrupted from its progress handler, which also ends it at once on Ctrl-C), and rows the
+  store refuses roll back that database's transaction only and mark it failed
+  (``rejected_by_store``) in a transaction of its own.
 """
 
 from __future__ import annotations
@@ -44,7 +48,12 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 
-from rubix_integration.errors import NodeDatabaseError, RubixError
+from rubix_integration.errors import (
+    NodeDatabaseError,
+    RubixError,
+    StoreError,
+    StoreUnavailableError,
+)
 from rubix_integration.ipfs.base import IPFSBackend
 from rubix_integration.tokens.content import DEFAULT_MAX_SIZE, Content, fetch_content
 from rubix_integration.tokens.discover import (
@@ -63,7 +72,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rubix_integration.sync")
 
-__all__ = ["DatabaseResult", "SyncObserver", "SyncSummary", "TokenSync", "detect_source_ip"]
+__all__ = [
+    "DatabaseResult",
+    "SyncObserver",
+    "SyncSummary",
+    "TokenSync",
+    "detect_source_ip",
+    "sync_log_handler",
+]
 
 #: Column order of the tuples written to ``tokenrecords``.
 COLUMNS: tuple[str, ...] = (
@@ -93,6 +109,7 @@ class DatabaseResult:
     ipfs_success_count: int = 0
     ipfs_fail_count: int = 0
     bad_timestamp_count: int = 0
+    bad_value_count: int = 0
     ipfs_mode: str | None = None
     error: str | None = None
     error_kind: str | None = None
@@ -115,6 +132,7 @@ class SyncSummary:
     ipfs_success: int = 0
     ipfs_failed: int = 0
     bad_timestamps: int = 0
+    bad_values: int = 0
     duration_s: float = 0.0
     interrupted: bool = False
     workers: str = ""
@@ -132,6 +150,17 @@ class SyncSummary:
         total = self.ipfs_success + self.ipfs_failed
         return 100.0 * self.ipfs_success / total if total else 0.0
 
+    def _rates(self, decimals: int) -> tuple[float, float]:
+        """Success and failure percentages rounded so that neither reads 100 or 0 while the
+        other kind happened: success rounded down, failure up."""
+        total = self.ipfs_success + self.ipfs_failed
+        if not total:
+            return 0.0, 0.0
+        scale = 10**decimals
+        # exact integer arithmetic: a float product could cross a rounding boundary
+        ok = self.ipfs_success * 100 * scale // total
+        return ok / scale, (100 * scale - ok) / scale
+
     @property
     def tokens_per_second(self) -> float:
         return self.records / self.duration_s if self.duration_s > 0 else 0.0
@@ -139,13 +168,12 @@ class SyncSummary:
     def as_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["ok"] = self.ok
-        data["ipfs_success_rate"] = round(self.ipfs_success_rate, 2)
+        data["ipfs_success_rate"] = self._rates(2)[0]
         data["tokens_per_second"] = round(self.tokens_per_second, 1)
         return data
 
     def __str__(self) -> str:
-        total = self.ipfs_success + self.ipfs_failed
-        fail_rate = 100.0 - self.ipfs_success_rate if total else 0.0
+        ok_rate, fail_rate = self._rates(1)
         lines = [
             "Sync summary" + (" (interrupted)" if self.interrupted else ""),
             f"  databases found:     {self.databases_found}",
@@ -153,7 +181,7 @@ class SyncSummary:
             f"  skipped (unchanged): {self.databases_skipped}",
             f"  failed:              {self.databases_failed}",
             f"  records:             {self.records}",
-            f"  IPFS success:        {self.ipfs_success} ({self.ipfs_success_rate:.1f}%)",
+            f"  IPFS success:        {self.ipfs_success} ({ok_rate:.1f}%)",
             f"  IPFS failed:         {self.ipfs_failed} ({fail_rate:.1f}%)",
             f"  duration:            {self.duration_s:.2f} s"
             f" ({self.tokens_per_second:,.0f} tokens/s, {self.workers})",
@@ -163,6 +191,9 @@ class SyncSummary:
             lines.append(f"  IPFS errors:         {kinds}")
         if self.bad_timestamps:
             lines.append(f"  unparsable timestamps (stored as NULL): {self.bad_timestamps}")
+        if self.bad_values:
+            lines.append(f"  values the store cannot hold (stored as NULL, or NUL replaced "
+                         f"by U+FFFD): {self.bad_values}")
         for result in self.databases:
             if result.status == "failed":
                 lines.append(f"  FAILED {result.error}")
@@ -209,6 +240,7 @@ class _Options:
     text_dates: bool = False  # the store keeps datetimes as text (SQLite)
     tmp_dir: str = ""  # this run's folder for spools and snapshots (removed when it ends)
     spool: str = "pickle"  # "sqlite": a SQLite file the store attaches and copies in C
+    db_timeout: float = 600.0  # seconds one database may take, reading and fetching
 
 
 class _Stopped(Exception):
@@ -259,7 +291,11 @@ def _prepare(manager: Manager, task: _Task, opts: _Options, stop: _StopFlag, rep
 
 def _commit(manager: Manager, task: _Task, prepared: _Prepared) -> DatabaseResult:
     """Replace the database's rows with the spooled ones in one transaction (or record why it
-    failed, keeping its earlier rows: nothing is lost when a database turns unreadable)."""
+    failed, keeping its earlier rows: nothing is lost when a database turns unreadable).
+
+    Rows the store refuses roll back this database's transaction only; the database is then
+    recorded as failed (``rejected_by_store``) in a transaction of its own, and the run goes on.
+    """
     result = prepared.result
     store = manager.store
     if prepared.spool is None:
@@ -268,32 +304,63 @@ def _commit(manager: Manager, task: _Task, prepared: _Prepared) -> DatabaseResul
             _save_processed(conn, task, result)
         return result
     began = time.perf_counter()
-    delete = sa.delete(TOKEN_TABLE).where(TOKEN_TABLE.c.db_path == task.db_path)
     try:
-        if prepared.spool.endswith(_SQLiteSpool.suffix):
-            # SQLite copies the rows from the attached spool itself: no row passes through Python
-            with store.attached({_SQLiteSpool.schema: prepared.spool}) as conn:  # type: ignore[attr-defined]
-                conn.execute(delete)
-                conn.exec_driver_sql(_SQLiteSpool.copy_sql(TOKEN_TABLE.name))
-                result.duration_s += time.perf_counter() - began
-                _save_processed(conn, task, result)
-            return result
-        with open(prepared.spool, "rb", buffering=1 << 20) as spool, \
-                store.transaction() as conn:
-            if conn.dialect.name == "postgresql":
-                # two machines syncing one database take turns instead of interleaving
-                conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:p))"),
-                             {"p": task.db_path})
+        _write_rows(manager, task, prepared.spool, result, began)
+    except Exception as exc:
+        if not _refused(exc):
+            raise
+        reason = " ".join(str(getattr(exc, "orig", None) or exc).split())
+        failed = replace(result, status="failed", error_kind="rejected_by_store",
+                         error=f"{task.db_path}: the store refused its rows: {reason}",
+                         duration_s=result.duration_s + time.perf_counter() - began)
+        log.warning("database failed: %s", failed.error)
+        try:
+            with store.transaction() as conn:
+                _save_processed(conn, task, failed)
+        except Exception as again:
+            # the store cannot record anything: it is not this database's rows that fail
+            raise again from exc
+        return failed
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(prepared.spool)
+    return result
+
+
+def _refused(exc: Exception) -> bool:
+    """Whether ``exc`` is the store refusing rows, not the store being out of reach."""
+    if isinstance(exc, StoreUnavailableError):
+        return False
+    if isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated:
+        return False
+    return isinstance(exc, (StoreError, sa.exc.SQLAlchemyError, sqlite3.Error, ValueError,
+                            TypeError, OverflowError))
+
+
+def _write_rows(manager: Manager, task: _Task, spool_path: str, result: DatabaseResult,
+                began: float) -> None:
+    store = manager.store
+    delete = sa.delete(TOKEN_TABLE).where(TOKEN_TABLE.c.db_path == task.db_path)
+    if spool_path.endswith(_SQLiteSpool.suffix):
+        # SQLite copies the rows from the attached spool itself: no row passes through Python
+        with store.attached({_SQLiteSpool.schema: spool_path}) as conn:  # type: ignore[attr-defined]
             conn.execute(delete)
-            for chunk in _unspool(spool):
-                # the rows already hold what the driver takes (see _records)
-                store.bulk_insert(TOKEN_TABLE, chunk, columns=COLUMNS, connection=conn,
-                                  convert=False)
+            conn.exec_driver_sql(_SQLiteSpool.copy_sql(TOKEN_TABLE.name))
             result.duration_s += time.perf_counter() - began
             _save_processed(conn, task, result)
-    finally:
-        os.unlink(prepared.spool)
-    return result
+        return
+    with open(spool_path, "rb", buffering=1 << 20) as spool, store.transaction() as conn:
+        if conn.dialect.name == "postgresql":
+            # two machines syncing one database take turns instead of interleaving
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:p))"),
+                         {"p": task.db_path})
+        conn.execute(delete)
+        for chunk in _unspool(spool):
+            # the rows already hold what the driver takes (see _records)
+            store.bulk_insert(TOKEN_TABLE, chunk, columns=COLUMNS, connection=conn,
+                              convert=False)
+        result.duration_s += time.perf_counter() - began
+        _save_processed(conn, task, result)
 
 
 class _PickleSpool:
@@ -357,12 +424,22 @@ def _read_and_fetch(manager: Manager, task: _Task, opts: _Options, stop: _StopFl
     pool = (ThreadPoolExecutor(max_workers=opts.fetch_threads, thread_name_prefix="rubix-fetch")
             if backend is not None and backend.name.split("+")[0] in _IO_BOUND else None)
     errors = result.errors_by_kind
+    deadline = time.monotonic() + opts.db_timeout
+    bad_values = [0]
+
+    def cancelled() -> bool:
+        # polled by SQLite's progress handler: a run asked to stop, or this database's time up
+        return stop.is_set() or time.monotonic() > deadline
+
     try:
-        with open_snapshot(db, tmp_dir=tmp_dir) as conn:
+        with open_snapshot(db, tmp_dir=tmp_dir, cancelled=cancelled) as conn:
             report(("start", task.index, count_tokens(conn, db)))
-            rows = read_tokens(conn, db, bad_timestamps=bad, batch=opts.batch_size)
+            rows = read_tokens(conn, db, bad_timestamps=bad, batch=opts.batch_size,
+                               bad_values=bad_values)
             for chunk in _batched(rows, opts.batch_size):
                 _check(stop, parent)
+                if time.monotonic() > deadline:
+                    raise _timed_out(db, opts.db_timeout)
                 contents = _fetch(backend, pool, [r.token_id for r in chunk], opts.max_size)
                 out = _records(chunk, contents, task, datetime.now(timezone.utc),
                                opts.text_dates)
@@ -377,10 +454,25 @@ def _read_and_fetch(manager: Manager, task: _Task, opts: _Options, stop: _StopFl
                 result.ipfs_success_count += ok
                 result.ipfs_fail_count += len(out) - ok
                 report(("fetched", task.index, len(out), ok))
+    except NodeDatabaseError as exc:
+        if exc.kind != "interrupted":
+            raise
+        _check(stop, parent)
+        raise _timed_out(db, opts.db_timeout) from exc
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
     result.bad_timestamp_count = bad[0]
+    result.bad_value_count = bad_values[0]
+    if bad_values[0]:
+        log.warning("%s: %d values the store cannot hold were stored as NULL (or with NUL "
+                    "replaced by U+FFFD)", db, bad_values[0])
+
+
+def _timed_out(db: Path, limit: float) -> NodeDatabaseError:
+    return NodeDatabaseError(
+        f"{db}: not synced within the time limit of {limit:g} s (RUBIX_SYNC_DB_TIMEOUT)",
+        db_path=str(db), kind="timeout")
 
 
 def _fetch(backend: IPFSBackend | None, pool: ThreadPoolExecutor | None,
@@ -444,6 +536,8 @@ def _failure(task: _Task, result: DatabaseResult, kind: str, message: str,
 
 def _save_processed(conn: Any, task: _Task, result: DatabaseResult) -> None:
     t = PROCESSED_TABLE
+    # an error may quote a value of the node's database: keep it short and storable
+    error = None if result.error is None else result.error.replace("\x00", "\ufffd")[:2000]
     conn.execute(sa.delete(t).where(t.c.db_path == result.db_path))
     conn.execute(sa.insert(t).values(
         db_path=result.db_path, node_name=result.node_name, source_ip=task.source_ip,
@@ -451,7 +545,7 @@ def _save_processed(conn: Any, task: _Task, result: DatabaseResult) -> None:
         last_processed=datetime.now(timezone.utc), record_count=result.record_count,
         ipfs_success_count=result.ipfs_success_count, ipfs_fail_count=result.ipfs_fail_count,
         bad_timestamp_count=result.bad_timestamp_count, status=result.status,
-        error=result.error, duration_s=result.duration_s,
+        error=error, duration_s=result.duration_s,
     ))
 
 
@@ -543,6 +637,9 @@ class TokenSync:
     on a daemon or a subprocess (default 16). ``processes`` is how many databases are worked on
     at once in worker processes: ``None`` picks the number of CPUs for runs large enough to gain
     from it, else threads in this process; ``1`` keeps everything in this process.
+    ``db_timeout`` limits the seconds one database may take (default: the ``sync_db_timeout``
+    setting). A run writes what the package logs to ``log_file`` (default ``sync.log`` in the
+    data dir) unless a :func:`sync_log_handler` is attached already.
     """
 
     def __init__(
@@ -557,11 +654,15 @@ class TokenSync:
         max_size: int = DEFAULT_MAX_SIZE,
         batch_size: int = 2000,
         observer: SyncObserver | None = None,
+        db_timeout: float | None = None,
+        log_file: Path | str | None = None,
     ) -> None:
         if workers is not None and workers < 1:
             raise ValueError("workers must be at least 1")
         if processes is not None and processes < 1:
             raise ValueError("processes must be at least 1")
+        if db_timeout is not None and not db_timeout > 0:
+            raise ValueError("db_timeout must be a positive number of seconds")
         self.manager = manager
         self.workers = workers or 16
         self.processes = processes
@@ -569,20 +670,40 @@ class TokenSync:
         self.source_ip = source_ip
         self.pattern = pattern
         self.observer = observer or SyncObserver()
+        self.log_file = Path(log_file) if log_file is not None else None
         self.options = _Options(max_size=max_size, batch_size=batch_size,
                                 fetch_threads=self.workers,
+                                db_timeout=db_timeout or manager.settings.sync_db_timeout,
                                 text_dates=manager.store.engine.dialect.name == "sqlite",
                                 spool="sqlite" if hasattr(manager.store, "attached") else "pickle")
 
     def run(self, roots: Sequence[Path | str]) -> SyncSummary:
         """Sync every node database below ``roots``; return the summary (also when interrupted)."""
+        handler = None
+        if not _has_sync_log():
+            handler = sync_log_handler(self.log_file or
+                                       self.manager.settings.data_dir / "sync.log")
+        try:
+            summary = self._run(roots)
+        finally:
+            if handler is not None:
+                handler.detach()
+        return summary
+
+    def _run(self, roots: Sequence[Path | str]) -> SyncSummary:
         started = time.perf_counter()
         summary = SyncSummary()
         problems: list[DiscoveryProblem] = []
-        nodes = discover(roots, pattern=self.pattern, problems=problems)
+        folders: list[Path | str] = []
         for root in roots:
-            if not Path(root).is_dir():
+            if not os.path.lexists(root):
+                problems.append(DiscoveryProblem(Path(root), "no such folder"))
+            elif not Path(root).is_dir():
                 problems.append(DiscoveryProblem(Path(root), "not a folder"))
+            else:
+                folders.append(root)
+        log.info("sync of %s started", ", ".join(str(r) for r in roots))
+        nodes = discover(folders, pattern=self.pattern, problems=problems)
         summary.discovery_problems = [f"{p.path}: {p.reason}" for p in problems]
         summary.databases_found = len(nodes)
         store = self.manager.store
@@ -623,6 +744,13 @@ class TokenSync:
             if run_dir is not None:
                 shutil.rmtree(run_dir, ignore_errors=True)
         summary.duration_s = time.perf_counter() - started
+        for problem in summary.discovery_problems:
+            log.warning("unreadable: %s", problem)
+        log.info("sync finished%s: %d found, %d processed, %d skipped, %d failed, %d records, "
+                 "IPFS %d ok / %d failed, %.1f s", " (interrupted)" if summary.interrupted else "",
+                 summary.databases_found, summary.databases_processed,
+                 summary.databases_skipped, summary.databases_failed, summary.records,
+                 summary.ipfs_success, summary.ipfs_failed, summary.duration_s)
         return summary
 
     # --- planning --------------------------------------------------------------------------------
@@ -673,7 +801,7 @@ class TokenSync:
 
         try:
             futures = {pool.submit(work, task): task for task in tasks}
-            self._collect(futures, nodes, summary, progress)
+            self._collect(futures, nodes, summary, progress, stop)
         finally:
             stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
@@ -693,7 +821,7 @@ class TokenSync:
             initargs=(self.manager.settings, progress, stop, os.getpid()))
         try:
             futures = {pool.submit(_run_in_worker, task, opts): task for task in tasks}
-            self._collect(futures, nodes, summary, progress)
+            self._collect(futures, nodes, summary, progress, stop)
         finally:
             stop.set()
             pool.shutdown(wait=True, cancel_futures=True)
@@ -701,7 +829,8 @@ class TokenSync:
             progress.join_thread()
 
     def _collect(self, futures: dict[Future[_Prepared | None], _Task],
-                 nodes: dict[int, NodeDatabase], summary: SyncSummary, progress: Any) -> None:
+                 nodes: dict[int, NodeDatabase], summary: SyncSummary, progress: Any,
+                 stop: Any) -> None:
         pending = set(futures)
         try:
             while pending:
@@ -726,7 +855,9 @@ class TokenSync:
                     self._announce(result)
             self._drain(progress, nodes)
         except BaseException:
-            # spools of databases read but not committed are not needed any more
+            # readers stop at once (SQLite is interrupted from its progress handler); spools of
+            # databases read but not committed are not needed any more
+            stop.set()
             for future in pending:
                 future.cancel()
             wait(pending, timeout=30)
@@ -760,6 +891,7 @@ class TokenSync:
         summary.ipfs_success += result.ipfs_success_count
         summary.ipfs_failed += result.ipfs_fail_count
         summary.bad_timestamps += result.bad_timestamp_count
+        summary.bad_values += result.bad_value_count
         for kind, count in result.errors_by_kind.items():
             summary.errors_by_kind[kind] = summary.errors_by_kind.get(kind, 0) + count
 
@@ -777,6 +909,31 @@ class TokenSync:
                                 .where(t.c.db_path == result.db_path))
             for row in rows:
                 self.manager.notify("token_synced", record=dict(zip(COLUMNS, row, strict=True)))
+
+
+class _SyncLogHandler(logging.FileHandler):
+    """The handler of ``sync.log``: attached to the package's logger for one run."""
+
+    def detach(self) -> None:
+        logging.getLogger("rubix_integration").removeHandler(self)
+        self.close()
+
+
+def sync_log_handler(path: Path | str) -> _SyncLogHandler:
+    """Attach a handler writing the package's log to ``path`` (created with its folder) and
+    return it; ``handler.detach()`` removes it. A sync run while one is attached writes no
+    log of its own."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handler = _SyncLogHandler(target, encoding="utf-8", delay=True)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.getLogger("rubix_integration").addHandler(handler)
+    return handler
+
+
+def _has_sync_log() -> bool:
+    return any(isinstance(h, _SyncLogHandler)
+               for h in logging.getLogger("rubix_integration").handlers)
 
 
 def detect_source_ip() -> str:
