@@ -2,14 +2,17 @@
 
 Use it through the Manager (``manager.log_event(...)``, ``manager.provenance``) or build a
 :class:`ProvenanceLogger` on a Manager. See :mod:`rubix_integration.provenance.logger` for the
-record format and chains, :mod:`~rubix_integration.provenance.dagjson` for the encoding and
+record format and chains, :mod:`~rubix_integration.provenance.dagjson` for the encoding,
+:mod:`~rubix_integration.provenance.checkpoints` for signed checkpoints that anchor the chains and
 :mod:`~rubix_integration.provenance.prov_export` for W3C PROV export.
 """
 
 from __future__ import annotations
 
+from rubix_integration.provenance.checkpoints import Checkpoint
 from rubix_integration.provenance.errors import (
     InvalidDataError,
+    InvalidFilterError,
     PayloadTooLargeError,
     RecordNotFoundError,
 )
@@ -25,7 +28,9 @@ from rubix_integration.provenance.logger import (
 __all__ = [
     "MAX_RECORD_BYTES",
     "ChainProblem",
+    "Checkpoint",
     "InvalidDataError",
+    "InvalidFilterError",
     "PayloadTooLargeError",
     "ProvenanceLogger",
     "ProvenanceRecord",

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
-from rubix_integration.errors import InvalidDataError, PayloadTooLargeError, RecordNotFoundError
+from rubix_integration.errors import (
+    InvalidDataError,
+    InvalidFilterError,
+    PayloadTooLargeError,
+    RecordNotFoundError,
+)
 
-__all__ = ["InvalidDataError", "PayloadTooLargeError", "RecordNotFoundError"]
+__all__ = ["InvalidDataError", "InvalidFilterError", "PayloadTooLargeError", "RecordNotFoundError"]

@@ -11,6 +11,11 @@ the record before it in the same chain. Every logger writes its own chain (a ran
 checks every chain. A named chain is resumed from its last stored record; two loggers writing one
 named chain at once are refused by a unique constraint rather than forking it.
 
+A chain alone cannot show that records were cut off its end, or that every record from some point
+on was rewritten with fresh CIDs and links: :meth:`ProvenanceLogger.checkpoint` signs the chain's
+head with the node's key so that :meth:`~ProvenanceLogger.verify` can (see
+:mod:`rubix_integration.provenance.checkpoints`).
+
 Records live in the store first (``provenance_records``); :meth:`ProvenanceLogger.publish` pushes
 their blocks to an IPFS node when one is available, and :meth:`ProvenanceLogger.status` says how
 many are local only. Each committed record is announced through the ``provenance_recorded`` hook.
@@ -22,7 +27,7 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -33,7 +38,7 @@ import sqlalchemy as sa
 from rubix_integration.codecs import CID, parse_cid
 from rubix_integration.errors import InvalidCIDError, StoreError
 from rubix_integration.provenance import dagjson
-from rubix_integration.provenance._query import data_condition, parse_filters, to_us
+from rubix_integration.provenance._query import check_window, data_condition, parse_filters, to_us
 from rubix_integration.provenance.errors import (
     InvalidDataError,
     PayloadTooLargeError,
@@ -42,10 +47,12 @@ from rubix_integration.provenance.errors import (
 from rubix_integration.provenance.models import CID_GROUP, CID_GROUP_BITS, PROVENANCE_TABLE
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from sqlalchemy.engine import Connection, Row
 
     from rubix_integration._manager import Manager
     from rubix_integration.ipfs.base import IPFSBackend
+    from rubix_integration.provenance.checkpoints import Checkpoint
     from rubix_integration.stores.base import Store
 
 __all__ = [
@@ -141,7 +148,12 @@ class ChainProblem:
     ``kind`` is ``"altered"`` (the record's bytes or columns no longer match its CID, or its CID
     no longer matches the link the next record holds), ``"removed"`` (records are missing before
     this one: its link or its sequence number points past a gap) or ``"reordered"`` (the record
-    is intact but stored at another position than the one its block states).
+    is intact but stored at another position than the one its block states). Against signed
+    checkpoints: ``"truncated"`` (the chain ends before the head a checkpoint signed),
+    ``"rewritten"`` (another record stands where a checkpoint signed its head) and
+    ``"checkpoint"`` (the checkpoint itself is unreadable, forged, or signed by a key that is not
+    trusted). For those, ``seq`` and ``cid`` are the signed head's (the checkpoint's CID for
+    ``"checkpoint"``), and ``detail`` names the checkpoint.
     """
 
     kind: str
@@ -153,11 +165,17 @@ class ChainProblem:
 
 @dataclass(frozen=True)
 class VerifyReport:
-    """What :meth:`ProvenanceLogger.verify` checked and found."""
+    """What :meth:`ProvenanceLogger.verify` checked and found.
+
+    ``checkpoints`` is how many checkpoints were checked; ``unanchored`` names the chains that no
+    valid checkpoint anchors: for those, a cut-off end or a rewritten suffix cannot be told.
+    """
 
     records: int
     chains: int
     problems: tuple[ChainProblem, ...] = field(default_factory=tuple)
+    checkpoints: int = 0
+    unanchored: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
@@ -168,6 +186,8 @@ class VerifyReport:
             "ok": self.ok,
             "records": self.records,
             "chains": self.chains,
+            "checkpoints": self.checkpoints,
+            "unanchored": list(self.unanchored),
             "problems": [p.__dict__ for p in self.problems],
         }
 
@@ -256,11 +276,18 @@ class ProvenanceLogger:
 
     ``manager`` supplies the store, the IPFS backend and the hooks. ``chain`` names the chain this
     logger writes (resumed from the store); by default every logger starts a chain of its own.
-    Safe to share between threads of one process.
+    ``signing_key`` (an Ed25519 private key, or its 32-byte seed) signs checkpoints; by default
+    the node's key in the data dir, made on first use. ``trusted_keys`` are the public keys (32
+    bytes or 64 hex digits) of other nodes whose checkpoints :meth:`verify` accepts, besides this
+    logger's own. Safe to share between threads of one process.
     """
 
-    def __init__(self, manager: Manager, *, chain: str | None = None) -> None:
+    def __init__(self, manager: Manager, *, chain: str | None = None,
+                 signing_key: Ed25519PrivateKey | bytes | None = None,
+                 trusted_keys: Iterable[bytes | str] = ()) -> None:
         self.manager = manager
+        self._signing_key = signing_key
+        self._trusted_keys = tuple(trusted_keys)
         self.chain = chain if chain is not None else uuid.uuid4().hex
         if not self.chain or len(self.chain) > 128:
             raise ValueError("a chain name must be 1 to 128 characters")
@@ -434,17 +461,25 @@ class ProvenanceLogger:
         to a value, or ``"data.<dotted.path>"`` (or ``"data"`` with a nested mapping) to a scalar
         the field inside the data must equal. ``since`` (inclusive) and ``until`` (exclusive) are
         datetimes (naive means UTC), ISO text or epoch seconds. ``limit=None`` returns all.
+
+        Everything is checked before the store is asked (see
+        :mod:`~rubix_integration.provenance._query` for the rules): integers compared with the
+        data lie in the signed 64-bit range, floats are finite, text holds no NUL, ``limit`` and
+        ``offset`` are whole numbers from 0. A filter that breaks a rule raises
+        :class:`~rubix_integration.errors.InvalidFilterError`, the same on every store.
         """
         t = PROVENANCE_TABLE
         columns, paths = parse_filters(filters)
+        limit, offset, since_us, until_us = check_window(
+            limit=limit, offset=offset, since=since, until=until)
         dialect = self.store.engine.dialect.name
         query = sa.select(t)
         for path, value in paths.items():
             query = query.where(data_condition(dialect, t.c.data, path, value))
-        if since is not None:
-            query = query.where(t.c.timestamp_us >= to_us(since))
-        if until is not None:
-            query = query.where(t.c.timestamp_us < to_us(until))
+        if since_us is not None:
+            query = query.where(t.c.timestamp_us >= since_us)
+        if until_us is not None:
+            query = query.where(t.c.timestamp_us < until_us)
         if newest_first:
             query = query.order_by(t.c.timestamp_us.desc(), t.c.id.desc())
         else:
@@ -477,10 +512,21 @@ class ProvenanceLogger:
 
     # --- verification --------------------------------------------------------------------------
 
-    def verify(self, *, chain: str | None = None) -> VerifyReport:
-        """Recompute every CID and link; report each altered, removed or reordered record."""
-        from rubix_integration.provenance._verify import verify_rows
+    def verify(self, *, chain: str | None = None, checkpoints: Iterable[Checkpoint] = (),
+               trusted_keys: Iterable[bytes | str] = ()) -> VerifyReport:
+        """Recompute every CID and link; report each altered, removed or reordered record.
 
+        Then check every checkpoint, the stored ones and ``checkpoints`` (for example read back
+        with :meth:`Checkpoint.from_json <.checkpoints.Checkpoint.from_json>` from where they were
+        exported): each must be signed by a trusted key (this logger's, or one of its
+        ``trusted_keys`` or of ``trusted_keys`` here), and its chain must still hold the signed
+        head at the signed place. The report names the chains no checkpoint anchors.
+        """
+        from rubix_integration.provenance._verify import verify_rows
+        from rubix_integration.provenance.checkpoints import check_all
+
+        anchors, problems, checked = check_all(
+            self.store, chain, checkpoints, lambda: self._trusted(trusted_keys))
         t = PROVENANCE_TABLE
         query = sa.select(t.c.cid, t.c.chain, t.c.seq, t.c.prev, t.c.type, t.c.timestamp_us,
                           t.c.origin_node, t.c.data, t.c.block)
@@ -489,19 +535,106 @@ class ProvenanceLogger:
         query = query.order_by(t.c.chain, t.c.seq, t.c.id)
         with self.store.connect() as conn:
             result = conn.execution_options(yield_per=2000).execute(query)
-            return verify_rows(result)
+            report = verify_rows(result, anchors=anchors,
+                                 numeric=self.store.engine.dialect.name == "postgresql")
+        return VerifyReport(records=report.records, chains=report.chains,
+                            problems=tuple(problems) + report.problems, checkpoints=checked,
+                            unanchored=report.unanchored)
+
+    # --- checkpoints ---------------------------------------------------------------------------
+
+    def _key(self) -> Ed25519PrivateKey:
+        from rubix_integration.provenance import checkpoints as cps
+
+        with self._lock:
+            key = self._signing_key
+            if key is None:
+                key = cps.load_or_create_key(cps.key_path(self.manager.settings.data_dir))
+            else:
+                key = cps.private_key(key)
+            self._signing_key = key
+            return key
+
+    @property
+    def public_key(self) -> bytes:
+        """The 32-byte public key this logger signs checkpoints with (made on first use); give
+        it to the nodes that should trust this one's checkpoints."""
+        from rubix_integration.provenance.checkpoints import public_key_bytes
+
+        return public_key_bytes(self._key())
+
+    def _trusted(self, extra: Iterable[bytes | str]) -> set[bytes]:
+        from rubix_integration.provenance import checkpoints as cps
+
+        trusted = {cps.public_key_bytes(k) for k in (*self._trusted_keys, *extra)}
+        if self._signing_key is not None:
+            trusted.add(self.public_key)
+        else:  # this node's own key, if it has one: verifying makes none
+            path = cps.key_path(self.manager.settings.data_dir)
+            if path.exists():
+                trusted.add(cps.public_key_bytes(cps.load_key(path)))
+        return trusted
+
+    def checkpoint(self, *, chain: str | None = None) -> Checkpoint:
+        """Sign the head of ``chain`` (this logger's by default) and store the checkpoint.
+
+        The head is the chain's last stored record, whose block must hash to its CID. Export the
+        result (:meth:`Checkpoint.to_json <.checkpoints.Checkpoint.to_json>`) or :meth:`publish`
+        it to keep an anchor outside the store. :class:`RecordNotFoundError` when the chain has
+        no records.
+        """
+        from rubix_integration.provenance import checkpoints as cps
+
+        name = self.chain if chain is None else chain
+        key = self._key()
+        with self.store.connect() as conn:
+            head = cps.head_of(conn, name)
+        if head is None:
+            raise RecordNotFoundError(f"provenance chain {name!r} has no records to checkpoint")
+        cid, seq, block = head
+        if dagjson.cid_text_for_block(block.encode("utf-8")) != cid:
+            raise StoreError(
+                f"provenance chain {name!r}: its last record {cid} does not match its CID; "
+                "run verify() before signing it", backend=self.store.name)
+        checkpoint = cps.sign(key, chain=name, seq=seq, head=cid, timestamp_us=now_us())
+        cps.ensure_table(self.store)
+        cps.insert(self.store, checkpoint)
+        return checkpoint
+
+    def checkpoints(self, *, chain: str | None = None) -> list[Checkpoint]:
+        """The stored checkpoints (of ``chain``), oldest first, as they are (unchecked)."""
+        from rubix_integration.provenance import checkpoints as cps
+
+        out: list[Checkpoint] = []
+        for _, _, _, block in cps.stored(self.store, chain):
+            try:
+                out.append(cps.Checkpoint.from_json(block))
+            except InvalidDataError:
+                continue  # verify() reports it
+        return out
 
     # --- IPFS ----------------------------------------------------------------------------------
 
     def publish(self, backend: IPFSBackend | None = None, *, batch: int = 500,
                 timeout: float | None = None) -> int:
-        """Push the blocks of every unpublished record to IPFS; return how many were pushed.
+        """Push the blocks of every unpublished record, then of every unpublished checkpoint, to
+        IPFS; return how many blocks were pushed.
 
         ``backend`` defaults to the Manager's chosen IPFS backend. Each block is stored under its
-        CID (``block put`` with the dag-json codec) and the record is marked published.
+        CID (``block put`` with the dag-json codec) and the record is marked published. A
+        checkpoint goes after the records, so that the head it links is there before it.
         """
+        from rubix_integration.provenance import checkpoints as cps
+
         target = backend if backend is not None else self.manager.ipfs()
-        t = PROVENANCE_TABLE
+        pushed = self._push(target, PROVENANCE_TABLE, batch, timeout)
+        if cps.has_table(self.store):
+            pushed += self._push(target, cps.CHECKPOINT_TABLE, batch, timeout)
+        return pushed
+
+    def _push(self, target: IPFSBackend, t: sa.Table, batch: int,
+              timeout: float | None) -> int:
+        """Put the unpublished blocks of ``t`` (records or checkpoints) to ``target``."""
         pushed = 0
         last_id = 0
         while True:
