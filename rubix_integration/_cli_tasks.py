@@ -128,10 +128,18 @@ def status(store_url: str | None, as_json: bool, task_id: str) -> None:
 @json_option
 @click.argument("task_id")
 @click.option("--reason", default=None, help="Recorded as the task's error.")
-def cancel(store_url: str | None, as_json: bool, task_id: str, reason: str | None) -> None:
-    """Cancel a task that has not finished (a running worker's result will be refused)."""
+@click.option("--force", is_flag=True,
+              help="Also cancel a running task, which a worker holds: an operator's override, "
+                   "logged and marked in the task's provenance record.")
+def cancel(store_url: str | None, as_json: bool, task_id: str, reason: str | None,
+           force: bool) -> None:
+    """Cancel a task that has not finished.
+
+    A running task is held by a worker: cancelling it needs --force, and the worker's result
+    is then refused.
+    """
     with make_manager(store_url=store_url) as manager:
-        task = manager.cancel_task(task_id, reason=reason)
+        task = manager.cancel_task(task_id, reason=reason, force=force)
     _print_task(task, as_json)
 
 

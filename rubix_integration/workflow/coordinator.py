@@ -17,12 +17,27 @@ Task states::
   a lease and token of its own, exactly as if claimed one by one.
 - **Leases and fencing.** A claim gives the worker a lease (``lease_seconds``) and a fresh
   ``lease_token``; :meth:`WorkflowCoordinator.heartbeat` extends it. When the lease expires the
-  task is claimable again (that counts as an attempt) and gets a new token. Completing, failing,
-  releasing or heartbeating with a token (or worker id) that no longer holds the task raises
+  task is claimable again (that counts as an attempt) and gets a new token. Changing a running
+  task (completing, failing, releasing, heartbeating, cancelling) takes holding it: the caller
+  passes its claim's ``lease_token``, or is the coordinator instance that made the claim (each
+  instance remembers, in memory, the tokens of the claims it made, so that its bare calls are
+  fenced too). Any other caller, and a token (or worker id) that no longer holds the task, gets
   :class:`~rubix_integration.workflow.errors.LeaseLostError` and changes nothing, so each task
   has exactly one accepted result. A holder whose lease ran out but whose task nobody claimed
   yet still holds it. :meth:`WorkflowCoordinator.complete_tasks` accepts several results in one
   transaction, each fenced on its own: the refused ones change nothing and say why.
+- **Administrative override.** ``force=True`` (``complete_task``, ``complete_tasks``,
+  ``fail_task``, ``release_task``, ``cancel_task``; ``tasks cancel --force``) skips the lease
+  check, never the state check: a finished task stays finished. A running task changed so is
+  logged (a warning on the ``rubix_integration.workflow`` logger) and its provenance record
+  carries ``"forced": true``. Pending and waiting tasks are held by nobody: anyone may cancel
+  them.
+- **Arguments are checked before any SQL runs**, alike on every store: ids and other text
+  (1 to 255 characters; no NUL, no lone surrogate), priorities (32-bit), ``max_attempts``,
+  limits and offsets, states and filters raise
+  :class:`~rubix_integration.errors.InvalidDataError`, as do payloads holding NUL in text
+  (PostgreSQL's JSON cannot keep it; bytes can hold any value). Free text that reports a
+  failure (``fail_task``'s error, a cancel reason) is kept instead, NUL replaced by U+FFFD.
 - **Retries.** A failed attempt is retried after ``backoff_base * 2**(attempt-1)`` seconds (at
   most ``backoff_max``) until ``max_attempts``; then the task is ``dead``: kept, listable, and
   revived by :meth:`WorkflowCoordinator.resubmit_task`.
@@ -48,6 +63,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import secrets
 import threading
 import time
@@ -66,10 +82,15 @@ from rubix_integration.provenance.logger import format_time, now_us
 from rubix_integration.workflow.errors import (
     LeaseLostError,
     TaskConflictError,
+    TaskError,
     TaskNotFoundError,
     TaskStateError,
 )
-from rubix_integration.workflow.matching import normalise_capabilities, parse_tags
+from rubix_integration.workflow.matching import (
+    normalise_capabilities,
+    parse_tags,
+    storable_text,
+)
 from rubix_integration.workflow.models import CHANGE_SEQUENCE, TASK_TABLE
 
 if TYPE_CHECKING:
@@ -91,6 +112,13 @@ STATES = ("pending", "running", "retry_wait", "completed", "dead", "cancelled")
 ACTIVE = ("pending", "running", "retry_wait")
 FINISHED = ("completed", "dead", "cancelled")
 _MAX_ERROR = 4000
+_INT32 = (-(2**31), 2**31 - 1)
+_MAX_ROWS = 2**63 - 1  # the largest LIMIT or OFFSET both stores take
+# leases one coordinator remembers for its bare calls; past that the oldest are forgotten (their
+# holder then passes the lease token)
+_MAX_REMEMBERED = 100_000
+# a NUL character as the JSON encoder writes it, not preceded by an escaping backslash
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 _T = TASK_TABLE
 _R = TypeVar("_R")
 
@@ -166,7 +194,59 @@ def _encoded_payload(value: Any, what: str) -> bytes:
             f"task {what} is {len(encoded)} bytes encoded; the limit is {MAX_PAYLOAD_BYTES} "
             "bytes (store large content in IPFS and pass its CID)",
             size=len(encoded), limit=MAX_PAYLOAD_BYTES, path=what)
+    # PostgreSQL's JSON cannot hold U+0000; refuse it on every store alike
+    if b"\\u0000" in encoded and _NUL_ESCAPE.search(encoded):
+        raise InvalidDataError(
+            f"task {what} holds text with a NUL character (U+0000), which the store cannot keep; "
+            "pass binary content as bytes", path=what)
     return encoded
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def _text(value: object, path: str, max_length: int) -> str:
+    """``value`` when it is 1 to ``max_length`` characters of text every store keeps, else
+    InvalidDataError naming ``path``."""
+    if (not isinstance(value, str) or not value or len(value) > max_length
+            or not storable_text(value)):
+        raise InvalidDataError(
+            f"{path} must be 1 to {max_length} characters of text without NUL, not "
+            f"{_shown(value)}", path=path)
+    return value
+
+
+def _integer(value: object, path: str, low: int, high: int) -> int:
+    """``value`` when it is an integer (not a bool) from ``low`` to ``high``, else
+    InvalidDataError naming ``path``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidDataError(f"{path} must be an integer from {low} to {high}, not "
+                               f"{_shown(value)}", path=path)
+    return value
+
+
+def _task_id(value: object) -> str:
+    return _text(value, "task_id", 255)
+
+
+def _worker_id(value: object) -> str | None:
+    return None if value is None else _text(value, "worker_id", 255)
+
+
+def _lease_token(value: object) -> str | None:
+    return None if value is None else _text(value, "lease_token", 64)
+
+
+def _message(text: object, default: str) -> str:
+    """Free text (an error, a reason) as every store keeps it: NUL and lone surrogates are
+    replaced, not refused, so that a failure is never lost over its message."""
+    message = str(text) if text is not None else default
+    if not storable_text(message):
+        message = message.replace("\x00", "\ufffd")
+        message = message.encode("utf-8", "replace").decode("utf-8")
+    return message[:_MAX_ERROR]
 
 
 def _payload(value: Any, what: str) -> Any:
@@ -192,10 +272,8 @@ class _Holder(NamedTuple):
 
 
 def _check_batch(value: int, name: str = "limit") -> int:
-    """``value`` when it is an integer from 1 to :data:`MAX_BATCH`, else ``ValueError``."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BATCH:
-        raise ValueError(f"{name} must be an integer from 1 to {MAX_BATCH}, not {value!r}")
-    return value
+    """``value`` when it is an integer from 1 to :data:`MAX_BATCH`, else ``InvalidDataError``."""
+    return _integer(value, name, 1, MAX_BATCH)
 
 
 def _result_item(task_id: str, result: Any, lease_token: str | None) -> _Result:
@@ -211,6 +289,11 @@ class WorkflowCoordinator:
     ``lease_seconds``: how long a claim lasts without a heartbeat. ``max_attempts``: default per
     task. ``backoff_base``/``backoff_max``: retry delays in seconds. ``preferred_wait``: how long
     a task with a ``*_PREFERRED`` tag waits for a capable worker before any worker may take it.
+
+    An instance is one caller as far as fencing goes: the leases of the claims it makes are
+    remembered (per instance, in memory, safe across threads) and let its later calls on those
+    tasks through without a token. Code that shares an instance (``manager.workflow`` is one per
+    Manager) shares those leases; a worker that must be told apart passes its ``lease_token``.
     """
 
     def __init__(
@@ -235,6 +318,10 @@ class WorkflowCoordinator:
         self._provenance = provenance
         self._last_sweep = 0.0
         self._local = threading.local()  # the connection keep_connection() holds, per thread
+        # task id -> lease token of the claims this instance made and still holds (see the
+        # class doc): what lets the claimer's bare calls through the fencing
+        self._leases: dict[str, str] = {}
+        self._leases_lock = threading.Lock()
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -259,13 +346,15 @@ class WorkflowCoordinator:
                 .scalar_subquery())
 
     def _record(self, rec: Recording, task: Task, old_state: str | None,
-                result_cid: str | None = None) -> None:
+                result_cid: str | None = None, *, forced: bool = False) -> None:
         data: dict[str, Any] = {
             "task_id": task.task_id, "task_type": task.task_type, "old_state": old_state,
             "new_state": task.state, "attempt": task.attempts,
         }
         if task.worker_id is not None:
             data["worker_id"] = task.worker_id
+        if forced:
+            data["forced"] = True
         if task.state == "completed":
             if result_cid is None:
                 result_cid = dagjson.cid_text_for_block(dagjson.encode(task.result))
@@ -300,18 +389,66 @@ class WorkflowCoordinator:
             .returning(*_T.c)).one()
         return Task.from_row(row)
 
-    def _change(self, task_id: str, change: Any) -> Task:
-        """Run ``change(row) -> values`` on one locked task, record it."""
-        def body(conn: Connection, rec: Recording) -> tuple[Task, str]:
+    def _change(self, task_id: str, change: Any, *, force: bool = False,
+                token: str | None = None) -> Task:
+        """Run ``change(row) -> values`` on one locked task, record it.
+
+        A running task changed with ``force`` is marked ``forced`` in its record and logged.
+        ``token`` (the lease the caller used) is forgotten when the change is refused; the
+        task's lease is forgotten once it changed (every change here ends it).
+        """
+        def body(conn: Connection, rec: Recording) -> tuple[Task, str, Any]:
             row = self._load(conn, task_id)
             values = change(row)
             task = self._update(conn, task_id, **values)
-            self._record(rec, task, row.state)
-            return task, str(row.state)
+            self._record(rec, task, row.state, forced=force and row.state == "running")
+            return task, str(row.state), row
 
-        task, old_state = self._run(body)
+        try:
+            task, old_state, row = self._run(body)
+        except TaskError:
+            self._forget(task_id, token)
+            raise
+        self._forget(task_id, row.lease_token)
+        if force and old_state == "running":
+            self._log_forced(task, row.worker_id)
         self._announce([(task, old_state)])
         return task
+
+    @staticmethod
+    def _log_forced(task: Task, holder: str | None) -> None:
+        log.warning("workflow: task %r held by %r was made %s by an administrative override "
+                    "(force=True)", task.task_id, holder, task.state)
+
+    # --- the leases this instance holds --------------------------------------------------------
+
+    def _remember(self, tasks: Iterable[Task]) -> None:
+        with self._leases_lock:
+            for task in tasks:
+                if task.lease_token is None:
+                    continue
+                self._leases.pop(task.task_id, None)  # a new claim goes to the end
+                self._leases[task.task_id] = task.lease_token
+            while len(self._leases) > _MAX_REMEMBERED:
+                del self._leases[next(iter(self._leases))]
+
+    def _forget(self, task_id: str, token: str | None) -> None:
+        """Forget the lease of ``task_id`` if it is ``token`` (a newer claim is kept)."""
+        if token is None:
+            return
+        with self._leases_lock:
+            if self._leases.get(task_id) == token:
+                del self._leases[task_id]
+
+    def _token_for(self, task_id: str, lease_token: str | None, force: bool) -> str | None:
+        """The lease token a call on ``task_id`` is fenced with: none with ``force``, else the
+        one given, else the one this instance got when it claimed the task (if it did)."""
+        if force:
+            return None
+        if lease_token is not None:
+            return lease_token
+        with self._leases_lock:
+            return self._leases.get(task_id)
 
     # --- transactions --------------------------------------------------------------------------
 
@@ -422,18 +559,11 @@ class WorkflowCoordinator:
 
     def _new_row(self, task_id: str, task_type: str, data: Any, priority: int,
                  tags: Iterable[str] | None, max_attempts: int | None, now: int) -> dict[str, Any]:
-        if not isinstance(task_id, str) or not task_id or len(task_id) > 255:
-            raise InvalidDataError(f"task_id must be 1 to 255 characters of text, not {task_id!r}",
-                                   path="task_id")
-        if not isinstance(task_type, str) or not task_type or len(task_type) > 200:
-            raise InvalidDataError(f"task_type must be 1 to 200 characters, not {task_type!r}",
-                                   path="task_type")
-        if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > 2**31 - 1:
-            raise InvalidDataError(f"priority must be a 32-bit integer, not {priority!r}",
-                                   path="priority")
-        attempts = self.max_attempts if max_attempts is None else int(max_attempts)
-        if attempts < 1:
-            raise InvalidDataError("max_attempts must be at least 1", path="max_attempts")
+        _task_id(task_id)
+        _text(task_type, "task_type", 200)
+        _integer(priority, "priority", *_INT32)
+        attempts = (self.max_attempts if max_attempts is None
+                    else _integer(max_attempts, "max_attempts", 1, _INT32[1]))
         try:
             tagset = parse_tags(tags)
         except ValueError as exc:
@@ -545,11 +675,16 @@ class WorkflowCoordinator:
         :class:`~.worker.Worker` does) and release those it will not run. An empty list when
         nothing is claimable.
         """
-        if not isinstance(worker_id, str) or not worker_id or len(worker_id) > 255:
-            raise InvalidDataError("worker_id must be 1 to 255 characters", path="worker_id")
+        _text(worker_id, "worker_id", 255)
         limit = _check_batch(limit)
-        caps = normalise_capabilities(capabilities)
-        types = sorted(set(task_types)) if task_types is not None else None
+        try:
+            caps = normalise_capabilities(capabilities)
+        except ValueError as exc:
+            raise InvalidDataError(str(exc), path="capabilities") from exc
+        if isinstance(task_types, str):
+            task_types = [task_types]
+        types = (sorted({_text(t, "task_types", 200) for t in task_types})
+                 if task_types is not None else None)
         if types is not None and not types:
             return []
         self._sweep()
@@ -570,6 +705,7 @@ class WorkflowCoordinator:
             return claimed
 
         claimed = self._run(body)
+        self._remember([task for task, _ in claimed])
         self._announce(claimed)
         return [task for task, _ in claimed]
 
@@ -666,7 +802,7 @@ class WorkflowCoordinator:
 
     @staticmethod
     def _check_holder(row: Any, worker_id: str | None, lease_token: str | None,
-                      doing: str) -> None:
+                      doing: str, force: bool = False) -> None:
         if row.state != "running":
             if row.state in FINISHED and row.state != "dead":
                 raise TaskStateError(
@@ -675,7 +811,15 @@ class WorkflowCoordinator:
             raise LeaseLostError(
                 f"cannot {doing} task {row.task_id!r}: it is {row.state}, no longer held",
                 task_id=row.task_id, state=row.state)
-        if lease_token is not None and row.lease_token != lease_token:
+        if force:
+            return
+        if lease_token is None:
+            raise LeaseLostError(
+                f"cannot {doing} task {row.task_id!r}: this caller does not hold it (it is held "
+                f"by {row.worker_id!r}); pass the lease_token of its claim, or override as an "
+                "operator with force=True (--force on the command line)",
+                task_id=row.task_id, state=row.state)
+        if row.lease_token != lease_token:
             raise LeaseLostError(
                 f"cannot {doing} task {row.task_id!r}: the lease was given to another claim "
                 f"(now held by {row.worker_id!r})", task_id=row.task_id, state=row.state)
@@ -686,74 +830,120 @@ class WorkflowCoordinator:
 
     def heartbeat(self, task_id: str, worker_id: str, *,
                   lease_token: str | None = None) -> Task:
-        """Extend the lease of a task the worker holds; return the task with its new expiry."""
+        """Extend the lease of a task the caller holds; return the task with its new expiry.
+
+        Fenced as :meth:`complete_task` is (there is no override: only a holder has a lease to
+        extend).
+        """
+        _task_id(task_id)
+        _text(worker_id, "worker_id", 255)
+        token = self._token_for(task_id, _lease_token(lease_token), False)
+
         def body(conn: Connection) -> Any:
             row = self._load(conn, task_id)
-            self._check_holder(row, worker_id, lease_token, "heartbeat")
+            self._check_holder(row, worker_id, token, "heartbeat")
             exp = now_us() + int(self.lease_seconds * 1_000_000)
             # a heartbeat is not a state change: no provenance record, no new change version
             return conn.execute(
                 sa.update(_T).where(_T.c.task_id == task_id)
                 .values(lease_expires_at_us=exp, due_at_us=exp).returning(*_T.c)).one()
 
-        return Task.from_row(self._run_unrecorded(body))
+        try:
+            return Task.from_row(self._run_unrecorded(body))
+        except TaskError:
+            self._forget(task_id, token)
+            raise
 
     def complete_task(self, task_id: str, result: Any = None, *, worker_id: str | None = None,
-                      lease_token: str | None = None) -> Task:
-        """Accept the task's result. Refused (``LeaseLostError``) unless the caller still holds
-        the task; refused (``TaskStateError``) for a cancelled or completed task."""
-        outcome = self._complete([_result_item(task_id, result, lease_token)], worker_id)[0]
+                      lease_token: str | None = None, force: bool = False) -> Task:
+        """Accept the task's result, if the caller holds the task.
+
+        The caller holds it with ``lease_token`` (its claim's), or by being the coordinator
+        instance that claimed it (which remembers the token); ``worker_id``, if given, must
+        match too. Otherwise ``LeaseLostError``, and nothing changes. ``force=True`` is an
+        administrative override that skips the lease check; it is logged and marked in the
+        provenance record. ``TaskStateError`` for a cancelled or completed task, forced or not.
+        """
+        _task_id(task_id)
+        worker_id = _worker_id(worker_id)
+        token = self._token_for(task_id, _lease_token(lease_token), force)
+        outcome = self._complete([_result_item(task_id, result, token)], worker_id, force)[0]
         if isinstance(outcome, Task):
             return outcome
         raise outcome
 
     def complete_tasks(self, results: Iterable[Mapping[str, Any]], *,
-                       worker_id: str | None = None) -> list[Task | RubixError]:
+                       worker_id: str | None = None, force: bool = False,
+                       ) -> list[Task | RubixError]:
         """Accept several results in one transaction (at most :data:`MAX_BATCH`).
 
         Each item is a mapping with ``task_id``, ``result`` and ``lease_token`` (as
-        :meth:`complete_task`'s arguments; ``worker_id`` applies to all). Each result is fenced
-        on its own. Return, in the order given, the completed :class:`Task`, or the error that
-        refused it (``LeaseLostError``, ``TaskStateError`` or ``TaskNotFoundError`` as
-        :meth:`complete_task` would raise, ``InvalidDataError`` for a result that cannot be
-        stored): a refused item changes nothing, the others are committed together.
+        :meth:`complete_task`'s arguments; ``worker_id`` and ``force`` apply to all). Each
+        result is fenced on its own. Return, in the order given, the completed :class:`Task`,
+        or the error that refused it (``LeaseLostError``, ``TaskStateError`` or
+        ``TaskNotFoundError`` as :meth:`complete_task` would raise, ``InvalidDataError`` for an
+        item or result that cannot be stored): a refused item changes nothing, the others are
+        committed together.
         """
         entries = list(results)
         if len(entries) > MAX_BATCH:
-            raise ValueError(f"at most {MAX_BATCH} results at a time, not {len(entries)}")
+            raise InvalidDataError(f"at most {MAX_BATCH} results at a time, not {len(entries)}",
+                                   path="results")
+        worker_id = _worker_id(worker_id)
         items: list[_Result | RubixError] = []
         for entry in entries:
             try:
-                items.append(_result_item(entry["task_id"], entry.get("result"),
-                                          entry.get("lease_token")))
+                if not isinstance(entry, Mapping):
+                    raise InvalidDataError(
+                        "each result must be a mapping with task_id, result and lease_token, "
+                        f"not {_shown(entry)}", path="results")
+                task_id = _task_id(entry.get("task_id"))
+                token = self._token_for(task_id, _lease_token(entry.get("lease_token")), force)
+                items.append(_result_item(task_id, entry.get("result"), token))
             except InvalidDataError as exc:
                 items.append(exc)
         valid = [i for i in items if isinstance(i, _Result)]
         if len({i.task_id for i in valid}) != len(valid):
-            raise ValueError("a task_id appears twice among the results")
-        done = iter(self._complete(valid, worker_id)) if valid else iter(())
+            raise InvalidDataError("a task_id appears twice among the results", path="task_id")
+        done = iter(self._complete(valid, worker_id, force)) if valid else iter(())
         return [next(done) if isinstance(i, _Result) else i for i in items]
 
-    def _complete(self, items: list[_Result], worker_id: str | None) -> list[Task | RubixError]:
-        """Complete ``items`` in one transaction; per item the task or the refusal."""
+    def _complete(self, items: list[_Result], worker_id: str | None,
+                  force: bool) -> list[Task | RubixError]:
+        """Complete ``items`` in one transaction; per item the task or the refusal.
+
+        An item without a lease token is accepted only with ``force``; the others go to
+        :meth:`_refusals`, which says why.
+        """
         now = now_us()
+        sendable = [i for i in items if force or i.lease_token is not None]
+        fence_worker = None if force else worker_id
 
         def body(conn: Connection, rec: Recording) -> dict[str, Task | RubixError]:
-            if self._pg:
-                accepted = self._complete_pg(conn, items, worker_id, now)
-            else:
-                accepted = self._complete_sqlite(conn, items, worker_id, now)
+            accepted: dict[str, Task] = {}
+            if sendable and self._pg:
+                accepted = self._complete_pg(conn, sendable, fence_worker, now)
+            elif sendable:
+                accepted = self._complete_sqlite(conn, sendable, fence_worker, now)
             outcome: dict[str, Task | RubixError] = dict(accepted)
             for item in items:  # records in the order given
                 task = accepted.get(item.task_id)
                 if task is not None:
-                    self._record(rec, task, "running", item.cid)
+                    self._record(rec, task, "running", item.cid, forced=force)
             refused = [i for i in items if i.task_id not in accepted]
             if refused:
-                outcome.update(self._refusals(conn, refused, worker_id))
+                outcome.update(self._refusals(conn, refused, worker_id, force))
             return outcome
 
         outcome = self._run(body)
+        for item in items:
+            result = outcome[item.task_id]
+            if isinstance(result, Task) and force:
+                with self._leases_lock:
+                    self._leases.pop(item.task_id, None)
+                self._log_forced(result, result.worker_id)
+            elif isinstance(result, (Task, TaskError)):
+                self._forget(item.task_id, item.lease_token)
         self._announce([(t, "running") for i in items
                         if isinstance(t := outcome[i.task_id], Task)])
         return [outcome[i.task_id] for i in items]
@@ -799,8 +989,8 @@ class WorkflowCoordinator:
                 accepted[item.task_id] = Task.from_row(row)
         return accepted
 
-    def _refusals(self, conn: Connection, items: list[_Result],
-                  worker_id: str | None) -> dict[str, RubixError]:
+    def _refusals(self, conn: Connection, items: list[_Result], worker_id: str | None,
+                  force: bool) -> dict[str, RubixError]:
         """Why each of ``items`` was not accepted: unknown, finished, or held by another."""
         ids = [i.task_id for i in items]
         found = {
@@ -817,7 +1007,7 @@ class WorkflowCoordinator:
                                                       task_id=item.task_id)
                 continue
             try:
-                self._check_holder(holder, worker_id, item.lease_token, "complete")
+                self._check_holder(holder, worker_id, item.lease_token, "complete", force)
                 out[item.task_id] = LeaseLostError(  # pragma: no cover - checked above
                     f"cannot complete task {item.task_id!r}: not held", task_id=item.task_id)
             except RubixError as exc:
@@ -825,13 +1015,21 @@ class WorkflowCoordinator:
         return out
 
     def fail_task(self, task_id: str, error: str, *, worker_id: str | None = None,
-                  lease_token: str | None = None, retry: bool = True) -> Task:
+                  lease_token: str | None = None, retry: bool = True,
+                  force: bool = False) -> Task:
         """Record a failed attempt: ``retry_wait`` with backoff, or ``dead`` after the last
-        attempt (or at once with ``retry=False``)."""
-        message = str(error)[:_MAX_ERROR]
+        attempt (or at once with ``retry=False``).
+
+        Fenced as :meth:`complete_task` is (``force=True`` overrides). NUL characters in
+        ``error`` are stored as U+FFFD.
+        """
+        _task_id(task_id)
+        worker_id = _worker_id(worker_id)
+        token = self._token_for(task_id, _lease_token(lease_token), force)
+        message = _message(error, "")
 
         def change(row: Any) -> dict[str, Any]:
-            self._check_holder(row, worker_id, lease_token, "fail")
+            self._check_holder(row, worker_id, token, "fail", force)
             now = now_us()
             if not retry or row.attempts >= row.max_attempts:
                 return {"state": "dead", "error": message, "due_at_us": None,
@@ -840,36 +1038,59 @@ class WorkflowCoordinator:
             return {"state": "retry_wait", "error": message, "lease_token": None,
                     "due_at_us": now + int(delay * 1_000_000), "updated_at_us": now}
 
-        return self._change(task_id, change)
+        return self._change(task_id, change, force=force, token=token)
 
     def release_task(self, task_id: str, *, worker_id: str | None = None,
-                     lease_token: str | None = None) -> Task:
-        """Give a held task back unfinished (a stopping worker); the attempt is not counted."""
+                     lease_token: str | None = None, force: bool = False) -> Task:
+        """Give a held task back unfinished (a stopping worker); the attempt is not counted.
+
+        Fenced as :meth:`complete_task` is (``force=True`` overrides).
+        """
+        _task_id(task_id)
+        worker_id = _worker_id(worker_id)
+        token = self._token_for(task_id, _lease_token(lease_token), force)
+
         def change(row: Any) -> dict[str, Any]:
-            self._check_holder(row, worker_id, lease_token, "release")
+            self._check_holder(row, worker_id, token, "release", force)
             now = now_us()
             return {"state": "pending", "lease_token": None, "due_at_us": now,
                     "attempts": max(0, row.attempts - 1), "updated_at_us": now}
 
-        return self._change(task_id, change)
+        return self._change(task_id, change, force=force, token=token)
 
     # --- administration ------------------------------------------------------------------------
 
-    def cancel_task(self, task_id: str, *, reason: str | None = None) -> Task:
-        """Cancel a task that has not finished; a running worker's later result is refused."""
+    def cancel_task(self, task_id: str, *, reason: str | None = None,
+                    lease_token: str | None = None, force: bool = False) -> Task:
+        """Cancel a task that has not finished; a running worker's later result is refused.
+
+        A pending or waiting task is cancelled by anyone. A running task is held by a worker,
+        so cancelling it is fenced as :meth:`complete_task` is: its holder (``lease_token``, or
+        the instance that claimed it) may, anyone else only with ``force=True``, the
+        operator's override (logged, and marked in the provenance record).
+        """
+        _task_id(task_id)
+        token = self._token_for(task_id, _lease_token(lease_token), force)
+        message = _message(reason or "cancelled", "cancelled")
+
         def change(row: Any) -> dict[str, Any]:
             if row.state in FINISHED:
                 raise TaskStateError(f"cannot cancel task {task_id!r}: it is already {row.state}",
                                      task_id=task_id, state=row.state)
+            if row.state == "running":
+                self._check_holder(row, None, token, "cancel", force)
             now = now_us()
             return {"state": "cancelled", "due_at_us": None, "lease_token": None,
-                    "finished_at_us": now, "updated_at_us": now,
-                    "error": (reason or "cancelled")[:_MAX_ERROR]}
+                    "finished_at_us": now, "updated_at_us": now, "error": message}
 
-        return self._change(task_id, change)
+        return self._change(task_id, change, force=force, token=token)
 
     def resubmit_task(self, task_id: str, *, max_attempts: int | None = None) -> Task:
         """Queue a dead or cancelled task again, with its attempts reset."""
+        _task_id(task_id)
+        if max_attempts is not None:
+            _integer(max_attempts, "max_attempts", 1, _INT32[1])
+
         def change(row: Any) -> dict[str, Any]:
             if row.state not in ("dead", "cancelled"):
                 raise TaskStateError(
@@ -881,13 +1102,14 @@ class WorkflowCoordinator:
                 "lease_token": None, "lease_expires_at_us": None, "finished_at_us": None,
                 "result": None, "updated_at_us": now}
             if max_attempts is not None:
-                values["max_attempts"] = max(1, int(max_attempts))
+                values["max_attempts"] = max_attempts
             return values
 
         return self._change(task_id, change)
 
     def get_task_status(self, task_id: str) -> Task:
         """The task's current fields; ``TaskNotFoundError`` for an unknown id."""
+        _task_id(task_id)
         with self.store.connect() as conn:
             return Task.from_row(self._load(conn, task_id, lock=False))
 
@@ -896,29 +1118,43 @@ class WorkflowCoordinator:
         """Tasks matching ``filters``, oldest first.
 
         ``state`` (one or a list), ``task_type``, ``worker_id`` and ``tag`` (the task carries
-        this tag) are accepted.
+        this tag) are accepted. ``limit`` (``None``: no limit) and ``offset`` are integers from
+        0 to 2**63 - 1. Anything else raises ``InvalidDataError`` before the store is asked.
         """
+        if limit is not None:
+            _integer(limit, "limit", 0, _MAX_ROWS)
+        _integer(offset, "offset", 0, _MAX_ROWS)
+        if filters is not None and not isinstance(filters, Mapping):
+            raise InvalidDataError(f"filters must be a mapping, not {_shown(filters)}",
+                                   path="filters")
         query = sa.select(_T).where(_T.c.deleted_at.is_(None))
         for key, value in (filters or {}).items():
             if key == "state":
-                states = [value] if isinstance(value, str) else list(value)
-                unknown = set(states) - set(STATES)
+                if isinstance(value, str):
+                    states: list[object] = [value]
+                elif isinstance(value, Iterable):
+                    states = list(value)
+                else:
+                    states = [value]
+                unknown = [v for v in states if v not in STATES]
                 if unknown:
-                    raise ValueError(f"unknown state(s) {sorted(unknown)}; states: "
-                                     f"{', '.join(STATES)}")
+                    raise InvalidDataError(
+                        f"unknown state(s) {', '.join(_shown(v) for v in unknown)}; states: "
+                        f"{', '.join(STATES)}", path="state")
                 query = query.where(_T.c.state.in_(states))
-            elif key in ("task_type", "worker_id"):
-                query = query.where(_T.c[key] == value)
-            elif key == "tag":
-                if self._pg:
-                    query = query.where(_T.c.tags.op("?")(str(value)))
+            elif key in ("task_type", "worker_id", "tag"):
+                text = _text(value, key, _MAX_ERROR)
+                if key != "tag":
+                    query = query.where(_T.c[key] == text)
+                elif self._pg:
+                    query = query.where(_T.c.tags.op("?")(text))
                 else:
                     query = query.where(sa.text(
                         "EXISTS (SELECT 1 FROM json_each(workflow_tasks.tags) WHERE value = :tag)"
-                    ).bindparams(tag=str(value)))
+                    ).bindparams(tag=text))
             else:
-                raise ValueError(f"unknown task filter {key!r}: use state, task_type, "
-                                 "worker_id or tag")
+                raise InvalidDataError(f"unknown task filter {_shown(key)}: use state, "
+                                       "task_type, worker_id or tag", path="filters")
         query = query.order_by(_T.c.created_at_us, _T.c.task_id).offset(offset)
         if limit is not None:
             query = query.limit(limit)

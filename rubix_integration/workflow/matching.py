@@ -20,7 +20,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-__all__ = ["PREFERRED_SUFFIX", "TagSet", "normalise_capabilities", "parse_tags", "task_matches"]
+__all__ = [
+    "PREFERRED_SUFFIX",
+    "TagSet",
+    "normalise_capabilities",
+    "parse_tags",
+    "storable_text",
+    "task_matches",
+]
 
 PREFERRED_SUFFIX = "_PREFERRED"
 _MAX_TAG_LENGTH = 100
@@ -35,10 +42,25 @@ class TagSet:
     preferred: tuple[str, ...]
 
 
+def storable_text(text: str) -> bool:
+    """Whether every store keeps ``text`` as given: no NUL character (PostgreSQL refuses it in
+    text and JSON) and no lone surrogate (not encodable as UTF-8)."""
+    if "\x00" in text:
+        return False
+    if text.isascii():
+        return True
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _check(tag: object) -> str:
-    if not isinstance(tag, str) or not tag.strip() or len(tag) > _MAX_TAG_LENGTH:
-        raise ValueError(f"a tag must be non-empty text of at most {_MAX_TAG_LENGTH} characters, "
-                         f"not {tag!r}")
+    if (not isinstance(tag, str) or not tag.strip() or len(tag) > _MAX_TAG_LENGTH
+            or not storable_text(tag)):
+        raise ValueError(f"a tag must be non-empty text of at most {_MAX_TAG_LENGTH} characters "
+                         f"without NUL, not {tag!r:.120}")
     return tag.strip()
 
 
@@ -64,12 +86,22 @@ def parse_tags(tags: Iterable[str] | None) -> TagSet:
 
 
 def normalise_capabilities(capabilities: Iterable[str] | str | None) -> tuple[str, ...]:
-    """Capabilities as sorted upper-case names; a string may list several, comma-separated."""
+    """Capabilities as sorted upper-case names; a string may list several, comma-separated.
+
+    ``ValueError`` for a name that is not text, is longer than a tag may be, or holds NUL.
+    """
     if capabilities is None:
         return ()
     if isinstance(capabilities, str):
         capabilities = capabilities.split(",")
-    out = {c.strip().upper() for c in capabilities if c and c.strip()}
+    out: set[str] = set()
+    for name in capabilities:
+        if (not isinstance(name, str) or len(name) > _MAX_TAG_LENGTH
+                or not storable_text(name)):
+            raise ValueError(f"a capability must be text of at most {_MAX_TAG_LENGTH} characters "
+                             f"without NUL, not {name!r:.120}")
+        if name.strip():
+            out.add(name.strip().upper())
     return tuple(sorted(out))
 
 
