@@ -1,17 +1,16 @@
-"""One behavioural suite, run on every IPFS access backend: the contract of ipfs/base.py.
+"""The IPFS backend contract (``rubix_integration.testing``) run on every built-in backend.
 
 Each backend serves the same content: ``local`` (the embedded store), ``repo`` (a kubo-layout repo
-on disk), ``http`` (the js-ipfs daemon) and ``cli`` (``jsipfs --api`` against that daemon). The
-same calls must return the same bytes and raise the same classified errors.
+on disk), ``http`` (the js-ipfs daemon) and ``cli`` (``jsipfs --api`` against that daemon). A
+backend written with only the methods CONTRIBUTING.md lists as required runs the suite too, and
+the auto-detected chain closes the file.
 """
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -21,150 +20,176 @@ from rubix_integration import (
     InvalidCIDError,
     IPFSBackend,
     IPFSContext,
+    IPFSDetection,
     IPFSTimeoutError,
     Manager,
-    NotAFileError,
+    hookimpl,
 )
 from rubix_integration._settings import resolve_settings
+from rubix_integration.codecs import file_cid, parse_cid
 from rubix_integration.ipfs.cli import CLIBackend
 from rubix_integration.ipfs.http import HTTPBackend
 from rubix_integration.ipfs.local import LocalBackend
 from rubix_integration.ipfs.repo import RepoBackend
+from rubix_integration.testing import (
+    ContractContent,
+    IPFSBackendContract,
+    IPFSBackendFactory,
+    serve_by_adding,
+)
+from rubix_integration.testing.ipfs_contract import ABSENT_CID
 from tests.fixtures.jsipfs import JsIpfsDaemon
 
-FILES: dict[str, bytes] = {
-    "empty": b"",
-    "text": b"TRI 0 bafybmibeud2c4ucgew6m5tttj7zneosplm4eiklwg4migdimdwmezkzi6u",
-    "chunk": bytes(random.Random(1).randrange(256) for _ in range(262_144)),
-    "large": random.Random(2).randbytes(700_000),
-}
-ABSENT = "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQX"  # a well-formed CID nobody holds
+
+class TestLocalContract(IPFSBackendContract):
+    backend_name = "local"
+    load_plugins = ()
+
+    @pytest.fixture
+    def contract_ipfs_factory(self, tmp_path_factory: pytest.TempPathFactory
+                              ) -> IPFSBackendFactory:
+        def make(content: ContractContent) -> IPFSBackend:
+            store = tmp_path_factory.mktemp("local")
+            with LocalBackend(_local_context(store)) as writer:
+                serve_by_adding(writer, content)
+            return LocalBackend(_local_context(store))
+
+        return make
 
 
-@dataclass
-class Served:
-    backend: IPFSBackend
-    cids: dict[str, str]
-    tree: str
-    tree_src: Path
+class TestRepoContract(IPFSBackendContract):
+    """The blocks the embedded store wrote, read as a kubo repo on disk."""
+
+    backend_name = "repo"
+    load_plugins = ()
+
+    @pytest.fixture
+    def contract_ipfs_factory(self, tmp_path_factory: pytest.TempPathFactory
+                              ) -> IPFSBackendFactory:
+        def make(content: ContractContent) -> IPFSBackend:
+            store = tmp_path_factory.mktemp("repo")
+            with LocalBackend(_local_context(store)) as writer:
+                serve_by_adding(writer, content)
+            return RepoBackend(IPFSContext(settings=resolve_settings(env={}),
+                                           ipfs_path=store / "ipfs"))
+
+        return make
 
 
-def _tree(root: Path) -> Path:
-    (root / "sub").mkdir(parents=True)
-    (root / "a.txt").write_bytes(b"alpha\n")
-    (root / "sub" / "b.bin").write_bytes(random.Random(3).randbytes(300_000))
-    return root
+class TestHTTPContract(IPFSBackendContract):
+    backend_name = "http"
+    load_plugins = ()
+
+    @pytest.fixture
+    def contract_ipfs_factory(self, jsipfs_daemon: JsIpfsDaemon) -> IPFSBackendFactory:
+        def make(content: ContractContent) -> IPFSBackend:
+            backend = _http(jsipfs_daemon)
+            try:
+                serve_by_adding(backend, content)
+            except BaseException:
+                backend.close()
+                raise
+            return backend
+
+        return make
 
 
-@pytest.fixture(scope="session")
-def content_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    base = tmp_path_factory.mktemp("content")
-    for name, data in FILES.items():
-        (base / name).write_bytes(data)
-    _tree(base / "tree")
-    return base
+class TestCLIContract(IPFSBackendContract):
+    """``jsipfs --api`` against the daemon; each call starts a process, so fewer malformed CIDs."""
+
+    backend_name = "cli"
+    load_plugins = ()
+    malformed_cids = ("",)
+
+    @pytest.fixture
+    def contract_ipfs_factory(self, jsipfs_daemon: JsIpfsDaemon, jsipfs_bin: Path
+                              ) -> IPFSBackendFactory:
+        def make(content: ContractContent) -> IPFSBackend:
+            with _http(jsipfs_daemon) as http:
+                serve_by_adding(http, content)
+            return CLIBackend(IPFSContext(
+                settings=resolve_settings(env={}, ipfs_bin=str(jsipfs_bin),
+                                          ipfs_bin_args=["--api", jsipfs_daemon.url]),
+                ipfs_path=jsipfs_daemon.repo, timeout=30))
+
+        return make
 
 
-def _load(writer: IPFSBackend, content_dir: Path) -> tuple[dict[str, str], str]:
-    cids = {name: writer.add_file(content_dir / name) for name in FILES}
-    tree = writer.add_directory(content_dir / "tree").cid
-    return cids, tree
+def _local_context(store: Path) -> IPFSContext:
+    return IPFSContext(settings=resolve_settings(env={}, data_dir=store))
 
 
-@pytest.fixture(scope="session")
-def expected(content_dir: Path, tmp_path_factory: pytest.TempPathFactory
-             ) -> tuple[dict[str, str], str]:
-    """The CIDs the embedded importer computes (those of `ipfs add`)."""
-    local = LocalBackend(IPFSContext(settings=resolve_settings(
-        env={}, data_dir=tmp_path_factory.mktemp("expected"))))
-    return _load(local, content_dir)
+def _http(daemon: JsIpfsDaemon) -> HTTPBackend:
+    return HTTPBackend(IPFSContext(
+        settings=resolve_settings(env={}, ipfs_api=daemon.api_multiaddr),
+        ipfs_path=daemon.repo, timeout=20))
 
 
-@pytest.fixture(params=["local", "repo", "http", "cli"])
-def served(request: pytest.FixtureRequest, content_dir: Path,
-           tmp_path_factory: pytest.TempPathFactory,
-           expected: tuple[dict[str, str], str]) -> Iterator[Served]:
-    kind = request.param
-    if kind in ("local", "repo"):
-        store = tmp_path_factory.mktemp(kind)
-        writer = LocalBackend(IPFSContext(settings=resolve_settings(env={}, data_dir=store)))
-        cids, tree = _load(writer, content_dir)
-        writer.close()
-        backend: IPFSBackend
-        if kind == "local":
-            backend = LocalBackend(IPFSContext(settings=resolve_settings(env={}, data_dir=store)))
-        else:  # the same blocks read as a kubo repo on disk
-            backend = RepoBackend(IPFSContext(settings=resolve_settings(env={}),
-                                              ipfs_path=store / "ipfs"))
-    else:
-        daemon: JsIpfsDaemon = request.getfixturevalue("jsipfs_daemon")
-        http = HTTPBackend(IPFSContext(
-            settings=resolve_settings(env={}, ipfs_api=daemon.api_multiaddr),
-            ipfs_path=daemon.repo, timeout=20))
-        cids, tree = _load(http, content_dir)
-        if kind == "http":
-            backend = http
-        else:
-            http.close()
-            jsipfs = request.getfixturevalue("jsipfs_bin")
-            backend = CLIBackend(IPFSContext(
-                settings=resolve_settings(env={}, ipfs_bin=str(jsipfs),
-                                          ipfs_bin_args=["--api", daemon.url]),
-                ipfs_path=daemon.repo, timeout=30))
-    assert (cids, tree) == expected, f"{kind} computed other CIDs than `ipfs add`"
-    try:
-        yield Served(backend, cids, tree, content_dir / "tree")
-    finally:
-        backend.close()
+# --- the least a backend implements --------------------------------------------------------------
 
 
-def test_cat_returns_the_added_bytes(served: Served) -> None:
-    for name, data in FILES.items():
-        assert served.backend.cat(served.cids[name]) == data, name
+class MinimalBackend(IPFSBackend):
+    """Files kept in memory, with only ``detect``, ``iter_cat`` and ``add_bytes`` written."""
+
+    name = "contract-minimal"
+    priority = 95
+
+    def __init__(self, context: IPFSContext) -> None:
+        super().__init__(context)
+        self._blocks: dict[bytes, bytes] = {}
+
+    @classmethod
+    def detect(cls, context: IPFSContext) -> IPFSDetection:
+        return IPFSDetection(True, "kept in memory")
+
+    def iter_cat(
+        self,
+        cid: str,
+        *,
+        offset: int = 0,
+        length: int | None = None,
+        max_size: int | None = None,
+        timeout: float | None = None,
+    ) -> Iterator[bytes]:
+        key = parse_cid(cid).multihash
+        if key not in self._blocks:
+            raise ContentNotFoundError(f"{cid} is not held", cid=cid, backend=self.name)
+        data = self._blocks[key]
+        if max_size is not None and len(data) > max_size:
+            raise ContentTooLargeError(f"{cid} holds {len(data)} bytes", cid=cid,
+                                       backend=self.name)
+        yield data[offset:None if length is None else offset + length]
+
+    def add_bytes(self, data: bytes, *, pin: bool = True, timeout: float | None = None) -> str:
+        cid = file_cid(data)
+        self._blocks[cid.multihash] = data
+        return str(cid)
 
 
-def test_range_read_across_a_chunk_boundary(served: Served) -> None:
-    got = served.backend.cat(served.cids["large"], offset=262_000, length=1_000)
-    assert got == FILES["large"][262_000:263_000]
+class MinimalPlugin:
+    @hookimpl
+    def register_ipfs_backends(self) -> list[type[IPFSBackend]]:
+        return [MinimalBackend]
 
 
-def test_streamed_read_equals_whole_read(served: Served) -> None:
-    assert b"".join(served.backend.iter_cat(served.cids["large"])) == FILES["large"]
+class TestMinimalBackendContract(IPFSBackendContract):
+    backend_name = "contract-minimal"
+    load_plugins = ()
+    plugins: ClassVar[list[object]] = [MinimalPlugin()]
+    serves_directories = False
+
+    @pytest.fixture
+    def contract_ipfs_factory(self) -> IPFSBackendFactory:
+        def make(content: ContractContent) -> IPFSBackend:
+            backend = MinimalBackend(IPFSContext(settings=resolve_settings(env={})))
+            for name, data in content.files.items():
+                assert backend.add_bytes(data) == content.cids[name]
+            return backend
+
+        return make
 
 
-def test_max_size_refuses_larger_content(served: Served) -> None:
-    with pytest.raises(ContentTooLargeError):
-        served.backend.cat(served.cids["large"], max_size=1000)
-
-
-def test_missing_content_fails_fast(served: Served) -> None:
-    started = time.monotonic()
-    with pytest.raises((ContentNotFoundError, IPFSTimeoutError)):
-        served.backend.cat(ABSENT, timeout=2)
-    assert time.monotonic() - started < 15
-
-
-@pytest.mark.parametrize("text", ["not-a-cid", "Qm123", ""])
-def test_malformed_cid_is_classified(served: Served, text: str) -> None:
-    if served.backend.name == "cli" and text:
-        pytest.skip("one malformed CID is enough for the slow CLI")
-    with pytest.raises(InvalidCIDError):
-        served.backend.cat(text)
-
-
-def test_directory_is_not_a_file(served: Served) -> None:
-    with pytest.raises(NotAFileError):
-        served.backend.cat(served.tree)
-
-
-def test_ls_and_get_of_a_tree(served: Served, tmp_path: Path) -> None:
-    entries = {e.name: e for e in served.backend.ls(served.tree)}
-    assert set(entries) == {"a.txt", "sub"}
-    assert entries["a.txt"].type == "file" and entries["sub"].type == "directory"
-    assert entries["a.txt"].size == 6
-    out = served.backend.get(served.tree, tmp_path / "out")
-    assert (out / "a.txt").read_bytes() == b"alpha\n"
-    assert (out / "sub" / "b.bin").read_bytes() == (served.tree_src / "sub" / "b.bin").read_bytes()
+# --- the chain auto-detection builds -------------------------------------------------------------
 
 
 def test_auto_reads_from_disk_and_falls_back_to_the_daemon(
@@ -176,8 +201,7 @@ def test_auto_reads_from_disk_and_falls_back_to_the_daemon(
                                     options={"local_path": str(node_repo)}))
     on_disk = disk.add_bytes(b"TRI 1 only on disk")
     disk.close()
-    http = HTTPBackend(IPFSContext(settings=resolve_settings(
-        env={}, ipfs_api=jsipfs_daemon.api_multiaddr), timeout=20))
+    http = _http(jsipfs_daemon)
     only_daemon = http.add_bytes(b"TRI 2 only in the daemon")
     http.close()
     with Manager(ipfs_api=jsipfs_daemon.api_multiaddr, data_dir=tmp_path / "d",
@@ -190,6 +214,6 @@ def test_auto_reads_from_disk_and_falls_back_to_the_daemon(
         assert backend.cat(on_disk) == b"TRI 1 only on disk"
         assert backend.cat(only_daemon) == b"TRI 2 only in the daemon"
         with pytest.raises((ContentNotFoundError, IPFSTimeoutError)):
-            backend.cat(ABSENT, timeout=2)
+            backend.cat(ABSENT_CID, timeout=2)
         with pytest.raises(InvalidCIDError):
             backend.cat("nonsense")

@@ -24,6 +24,20 @@ def test_all_is_sorted_complete_and_resolvable() -> None:
     assert public <= set(names), public - set(names)
 
 
+def test_import_leaves_the_contract_suites_and_pytest_alone() -> None:
+    """``rubix_integration.testing`` serves plugin authors' test runs only; the package never
+    imports it, so pytest stays a test dependency."""
+    import subprocess
+    import sys
+
+    code = ("import sys, rubix_integration, rubix_integration.cli; "
+            "print(sorted(m for m in ('pytest', 'rubix_integration.testing') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.strip() == "[]"
+    assert "testing" not in rubix_integration.__all__
+
+
 def test_every_hook_is_documented_in_contributing() -> None:
     text = (ROOT / "CONTRIBUTING.md").read_text()
     section = text.split("## Hook reference", 1)[1]

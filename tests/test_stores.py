@@ -1,61 +1,54 @@
-"""Stores: schema creation, concurrent start-up, bulk writes, transactions, error translation.
+"""Stores: the store contract on both built-in stores, then what is particular to each.
 
-Each behaviour runs on SQLite and on the real PostgreSQL server (``store`` fixtures).
+The contract (``rubix_integration.testing.StoreContract``: schema creation, concurrent start-up,
+bulk writes, transactions, status) runs on SQLite and on the real PostgreSQL server; the rest
+covers URL handling, drivers, error translation and SQLite's own features.
 """
 
 from __future__ import annotations
 
-import multiprocessing
 import time
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import pytest
 import sqlalchemy as sa
-from sqlmodel import select
 
 import rubix_integration.stores as stores_pkg
-from rubix_integration._settings import Settings, resolve_settings
+from rubix_integration._settings import resolve_settings
 from rubix_integration.errors import (
     StoreError,
     StoreMissingDependency,
     StoreUnavailableError,
     UnknownStoreError,
 )
-from rubix_integration.stores import PostgreSQLStore, SQLiteStore, Store
+from rubix_integration.stores import PostgreSQLStore, SQLiteStore
 from rubix_integration.stores import postgresql as pg_module
 from rubix_integration.stores import sqlite as sqlite_module
-from rubix_integration.stores.models import (
-    SCHEMA_VERSION,
-    ReplicatedMixin,
-    StoreMeta,
-    get_meta,
-    get_node_id,
-)
-from tests.fixtures.stores import open_store
+from rubix_integration.stores.models import ReplicatedMixin
+from rubix_integration.testing import StoreContract
+from rubix_integration.testing.store_contract import _count, _items_table
+
+# --- the store contract ------------------------------------------------------------------------
 
 
-def _items_table() -> sa.Table:
-    meta = sa.MetaData()
-    return sa.Table(
-        "bulk_items",
-        meta,
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
-        sa.Column("name", sa.String(64), nullable=False),
-        sa.Column("size", sa.BigInteger, nullable=True),
-    )
+class TestSQLiteContract(StoreContract):
+    store_name = "sqlite"
+    load_plugins = ()
+
+    @pytest.fixture
+    def contract_store_url(self, tmp_path: Path) -> str:
+        return f"sqlite:///{tmp_path / 'store' / 'rubix.sqlite'}"
 
 
-def _count(store: Store, table: sa.Table) -> int:
-    with store.connect() as conn:
-        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+@pytest.mark.postgres
+class TestPostgreSQLContract(StoreContract):
+    store_name = "postgresql"
+    load_plugins = ()
 
-
-@pytest.fixture
-def items(store: Store) -> sa.Table:
-    table = _items_table()
-    table.metadata.create_all(store.engine)
-    return table
+    @pytest.fixture
+    def contract_store_url(self, pg_database: str) -> str:
+        return pg_database
 
 
 # --- package surface -----------------------------------------------------------------------------
@@ -84,6 +77,28 @@ def test_schemes_and_url_normalisation() -> None:
     assert "secret" not in str(info.value)
 
 
+def test_sqlite_url_forms(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What CONTRIBUTING.md says of SQLite URLs: three slashes and a relative path resolve
+    against the working directory, four slashes make an absolute path, ``sqlite://`` is memory,
+    and a ``+driver`` suffix is passed through unchanged."""
+    monkeypatch.chdir(tmp_path)
+    settings = resolve_settings(env={})
+    relative = SQLiteStore("sqlite:///rel/r.db", settings=settings)
+    assert relative.database_path == Path("rel/r.db")
+    absolute = SQLiteStore(f"sqlite:///{tmp_path / 'abs' / 'a.db'}", settings=settings)
+    assert absolute.url.startswith("sqlite:////")
+    assert absolute.database_path == tmp_path / "abs" / "a.db"
+    driver = SQLiteStore("sqlite+pysqlite:///d.db", settings=settings)
+    assert driver.url == "sqlite+pysqlite:///d.db"
+    for store in (relative, absolute, driver):
+        with store:
+            store.create_schema()
+    assert sorted(p.name for p in tmp_path.rglob("*.db")) == ["a.db", "d.db", "r.db"]
+    assert (tmp_path / "rel" / "r.db").is_file()
+    for url in ("sqlite://", "sqlite:///:memory:"):
+        assert SQLiteStore(url, settings=settings).database_path is None
+
+
 def test_check_reports_driver_and_missing_dependency() -> None:
     assert SQLiteStore.check().startswith("sqlite3 ")
     assert PostgreSQLStore.check().startswith("psycopg 3")
@@ -98,174 +113,11 @@ def test_check_reports_driver_and_missing_dependency() -> None:
     assert isinstance(info.value, ImportError)
 
 
-# --- schema --------------------------------------------------------------------------------------
-
-
-def test_create_schema_is_idempotent(store: Store) -> None:
-    node_id = get_node_id(store)
-    store.create_schema()
-    store.create_schema()
-    assert get_node_id(store) == node_id
-    assert get_meta(store, "schema_version") == str(SCHEMA_VERSION)
-    with store.session() as session:
-        keys = sorted(m.key for m in session.exec(select(StoreMeta)))
-    assert keys == ["node_id", "schema_version"]
-
-
-def test_get_node_id_creates_the_schema(store_url: str, store_settings: Settings) -> None:
-    with open_store(store_url, store_settings) as fresh:
-        node_id = get_node_id(fresh)
-        assert len(node_id) == 36
-        assert sa.inspect(fresh.engine).has_table("rubix_meta")
-
-
-def _create_schema_in_child(
-    url: str, data_dir: str, barrier: Any, results: Any
-) -> None:  # pragma: no cover - runs in a child process
-    try:
-        settings = resolve_settings(store_url=url, data_dir=data_dir)
-        with open_store(url, settings) as store:
-            barrier.wait(timeout=30)
-            store.create_schema()
-            results.put(("ok", get_node_id(store)))
-    except BaseException as exc:
-        results.put(("error", f"{type(exc).__name__}: {exc}"))
-
-
-@pytest.mark.slow
-def test_concurrent_create_schema_agrees_on_one_node_id(
-    store_url: str, store_settings: Settings
-) -> None:
-    ctx = multiprocessing.get_context("spawn")
-    workers = 4
-    barrier = ctx.Barrier(workers)
-    results = ctx.Queue()
-    procs = [
-        ctx.Process(
-            target=_create_schema_in_child,
-            args=(store_url, str(store_settings.data_dir), barrier, results),
-        )
-        for _ in range(workers)
-    ]
-    for proc in procs:
-        proc.start()
-    outcomes = [results.get(timeout=90) for _ in procs]
-    for proc in procs:
-        proc.join(timeout=30)
-        assert proc.exitcode == 0
-    assert [kind for kind, _ in outcomes] == ["ok"] * workers, outcomes
-    assert len({node_id for _, node_id in outcomes}) == 1
-    with open_store(store_url, store_settings) as store:
-        assert get_node_id(store) == outcomes[0][1]
-
-
-# --- bulk writes ---------------------------------------------------------------------------------
-
-
-def test_bulk_insert_10k_mappings(store: Store, items: sa.Table) -> None:
-    rows = ({"id": i, "name": f"item-{i}", "size": i * 3} for i in range(10_000))
-    assert store.bulk_insert(items, rows) == 10_000
-    assert _count(store, items) == 10_000
-    with store.connect() as conn:
-        got = conn.execute(sa.select(items).where(items.c.id == 9_999)).one()
-        total = conn.execute(sa.select(sa.func.sum(items.c.size))).scalar_one()
-    assert tuple(got) == (9_999, "item-9999", 29_997)
-    assert total == 3 * sum(range(10_000))
-
-
-def test_bulk_insert_tuples_columns_and_nulls(store: Store, items: sa.Table) -> None:
-    assert store.bulk_insert(items, [(1, "a", None), (2, "b'\"\\\t\n", 5)]) == 2
-    assert store.bulk_insert(items, [(3, "c")], columns=["id", "name"]) == 1
-    assert store.bulk_insert(items, []) == 0
-    with store.connect() as conn:
-        rows = conn.execute(sa.select(items).order_by(items.c.id)).all()
-    assert [tuple(r) for r in rows] == [(1, "a", None), (2, "b'\"\\\t\n", 5), (3, "c", None)]
-
-
-def test_bulk_insert_rejects_unknown_columns(store: Store, items: sa.Table) -> None:
-    with pytest.raises(StoreError, match="nope"):
-        store.bulk_insert(items, [{"id": 1, "nope": 2}])
-
-
-def test_bulk_insert_is_one_transaction(store: Store, items: sa.Table) -> None:
-    def rows() -> Any:
-        for i in range(10_000):
-            # row 7000 repeats an id: the primary key rejects it after 7000 good rows
-            yield {"id": 42 if i == 7_000 else i, "name": f"item-{i}", "size": None}
-
-    with pytest.raises(StoreError, match="nothing written") as info:
-        store.bulk_insert(items, rows())
-    assert info.value.backend == store.name
-    assert _count(store, items) == 0
-    # the store is still usable afterwards
-    assert store.bulk_insert(items, [{"id": 1, "name": "x", "size": 1}]) == 1
-
-
-def test_bulk_insert_with_special_table_name(store: Store) -> None:
-    meta = sa.MetaData()
-    odd = sa.Table('odd "name"; drop', meta, sa.Column("v a l", sa.Integer))
-    meta.create_all(store.engine)
-    assert store.bulk_insert(odd, [{"v a l": 1}, {"v a l": 2}]) == 2
-    assert _count(store, odd) == 2
-
-
-def test_transaction_delete_and_insert_commit_together(store: Store, items: sa.Table) -> None:
-    store.bulk_insert(items, [(i, "old", None) for i in range(10)])
-    with store.transaction() as conn:
-        conn.execute(sa.delete(items).where(items.c.id < 5))
-        assert store.bulk_insert(items, [(i, "new", None) for i in range(5)], connection=conn) == 5
-    with store.connect() as conn:
-        names = {i: n for i, n in conn.execute(sa.select(items.c.id, items.c.name))}
-    assert names == {i: ("new" if i < 5 else "old") for i in range(10)}
-
-
-def test_transaction_rolls_back_delete_and_insert(store: Store, items: sa.Table) -> None:
-    store.bulk_insert(items, [(i, "old", None) for i in range(10)])
-    with pytest.raises(RuntimeError, match="boom"), store.transaction() as conn:
-        conn.execute(sa.delete(items))
-        store.bulk_insert(items, [(i, "new", None) for i in range(100, 200)], connection=conn)
-        raise RuntimeError("boom")
-    with store.connect() as conn:
-        rows = conn.execute(sa.select(items.c.id, items.c.name).order_by(items.c.id)).all()
-    assert [tuple(r) for r in rows] == [(i, "old") for i in range(10)]
-
-
-def test_bulk_insert_failure_inside_transaction_undoes_the_delete(
-    store: Store, items: sa.Table
-) -> None:
-    store.bulk_insert(items, [(i, "old", None) for i in range(3)])
-    with pytest.raises(StoreError), store.transaction() as conn:
-        conn.execute(sa.delete(items))
-        store.bulk_insert(items, [(1, "a", None), (1, "dup", None)], connection=conn)
-    assert _count(store, items) == 3
-
-
 def test_replicated_mixin_declares_the_replication_columns() -> None:
     fields = ReplicatedMixin.model_fields
     assert {"origin_node", "change_version", "deleted_at"} <= set(fields)
     assert fields["deleted_at"].default is None
     assert fields["change_version"].default == 0
-
-
-def test_session_reads_and_writes(store: Store) -> None:
-    with store.session() as session:
-        session.add(StoreMeta(key="test_key", value="v"))
-        session.commit()
-    assert get_meta(store, "test_key") == "v"
-
-
-def test_describe_and_ping(store: Store) -> None:
-    info = store.describe()
-    assert info["backend"] == store.name
-    assert info["reachable"] is True
-    assert info["server_version"]
-    assert store.ping() >= 0
-
-
-def test_close_then_reuse(store: Store) -> None:
-    node_id = get_node_id(store)
-    store.close()
-    assert get_node_id(store) == node_id
 
 
 # --- errors at the boundary ----------------------------------------------------------------------
