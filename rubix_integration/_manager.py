@@ -14,14 +14,13 @@ from types import TracebackType
 from typing import Any
 
 from rubix_integration._plugins import Plugins
-from rubix_integration._settings import ENV_VARS, Settings, mask_url, resolve_settings
+from rubix_integration._settings import Settings, mask_url, resolve_settings
 from rubix_integration._status import ComponentStatus, Status
 from rubix_integration.errors import (
     ConfigError,
     IPFSUnavailableError,
     PluginError,
     RubixError,
-    StoreError,
     UnknownStoreError,
 )
 from rubix_integration.ipfs.base import AddResult, DirEntry, IPFSBackend, IPFSContext, IPFSDetection
@@ -156,7 +155,7 @@ class Manager:
         s = self.settings
         backends = self.plugins.ipfs_backends()
         context = self._context(path)
-        mode_source = f"{ENV_VARS['ipfs_mode']}={s.ipfs_mode} ({s.sources.get('ipfs_mode')})"
+        mode_source = s.origin("ipfs_mode")
         if s.ipfs_mode != "auto" and s.ipfs_mode not in backends:
             allowed = ("auto", *backends)
             raise ConfigError(
@@ -387,6 +386,11 @@ class Manager:
         """Verify every provenance chain; return a :class:`~.provenance.VerifyReport`."""
         return self.provenance.verify()
 
+    def checkpoint_provenance(self) -> Any:
+        """Sign the head of this Manager's provenance chain with the node's key; return the
+        :class:`~.provenance.Checkpoint` (see :mod:`~.provenance.checkpoints`)."""
+        return self.provenance.checkpoint()
+
     # --- workflow --------------------------------------------------------------------------------
 
     @cached_property
@@ -444,7 +448,9 @@ class Manager:
         """Report what was detected and chosen, with the reason for each.
 
         Opens the store to report on it (creating its tables when missing); never raises for a
-        store or IPFS node that cannot be reached, it says so instead.
+        store or IPFS node that cannot be reached, it says so instead. A setting that nothing
+        can use (an unknown IPFS mode or store URL scheme, a malformed URL) raises
+        :class:`ConfigError` or :class:`UnknownStoreError`.
         """
         from rubix_integration import __version__
 
@@ -476,12 +482,9 @@ class Manager:
     def _store_status(self) -> tuple[ComponentStatus, ...]:
         s = self.settings
         url = s.store_url
-        label = f"{_setting_label(s, 'store_url')} ({s.sources.get('store_url')})"
-        try:
-            chosen_cls: type[Store] | None = self.store_class()
-            problem = ""
-        except StoreError as exc:
-            chosen_cls, problem = None, str(exc)
+        label = s.source_label("store_url")
+        # a URL no store opens is a configuration error, not an unreachable store: raised
+        chosen_cls = self.store_class()
         out: list[ComponentStatus] = []
         for name, cls in self.plugins.stores().items():
             owner = self.plugins.owner("store", name)
@@ -492,14 +495,14 @@ class Manager:
                     detail = ", ".join(f"{k}={v}" for k, v in info.items()
                                        if k not in ("backend", "reachable") and v is not None)
                     reason = f"{label} -> {mask_url(url)}; {detail}"
+                except ConfigError:
+                    raise
                 except RubixError as exc:
                     available, reason = False, f"{label} -> unusable: {exc}"
                 out.append(ComponentStatus("store", name, True, available, reason, owner))
             else:
                 hint = f"schemes {', '.join(cls.schemes)}; not configured"
                 out.append(ComponentStatus("store", name, False, False, hint, owner))
-        if chosen_cls is None:
-            out.append(ComponentStatus("store", _scheme(url) or "?", True, False, problem, ""))
         return tuple(out)
 
     def _analytics_status(self) -> ComponentStatus:
@@ -555,7 +558,7 @@ def _scheme(url: str) -> str:
 
 
 def _setting_label(settings: Settings, name: str) -> str:
-    return ENV_VARS[name] if settings.sources.get(name) == "environment" else name
+    return settings.label(name)
 
 
 def connect(**kwargs: Any) -> Manager:

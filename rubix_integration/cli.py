@@ -7,8 +7,9 @@ status 1, never a traceback.
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,15 @@ import click
 from rubix_integration import __version__
 from rubix_integration._cli_common import (
     Group,
+    configure_warnings,
     ipfs_option,
     json_option,
     make_manager,
     print_json,
     store_option,
+    warning_shown,
 )
-from rubix_integration.errors import RubixError
+from rubix_integration.errors import RubixError, UnsupportedOperationError
 
 
 @click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -78,7 +81,8 @@ def _render_status(report: Any) -> None:
     console.print(f"data dir: {report.data_dir}")
     console.print(f"config dir: {report.config_dir} (file: {report.config_file or 'none'})")
     for warning in report.warnings:
-        console.print(f"[yellow]warning:[/] {warning}")
+        if not warning_shown(warning):  # printed on stderr while the report was made
+            console.print(f"[yellow]warning:[/] {warning}")
 
 
 @cli.command()
@@ -136,12 +140,28 @@ def ipfs_add(ipfs_mode: str | None, path: Path, no_pin: bool, as_json: bool) -> 
 @ipfs.command("cat")
 @ipfs_option
 @click.argument("cid")
-def ipfs_cat(ipfs_mode: str | None, cid: str) -> None:
-    """Write a file's content to stdout."""
+@click.option("--max-size", type=click.IntRange(min=0), default=None, metavar="BYTES",
+              help="Refuse a file larger than this, before writing any of it.")
+def ipfs_cat(ipfs_mode: str | None, cid: str, max_size: int | None) -> None:
+    """Write a file's content to stdout, streamed block by block.
+
+    The whole read is bounded by the IPFS timeout (RUBIX_IPFS_TIMEOUT).
+    """
+    out = sys.stdout.buffer
     with make_manager(ipfs_mode=ipfs_mode) as manager:
-        data = manager.cat(cid)
-    sys.stdout.buffer.write(data)
-    sys.stdout.buffer.flush()
+        backend = manager.ipfs()
+        try:
+            chunks: Iterable[bytes] = backend.iter_cat(cid, max_size=max_size)
+        except UnsupportedOperationError:
+            chunks = (backend.cat(cid, max_size=max_size),)
+        try:
+            for chunk in chunks:
+                out.write(chunk)
+            out.flush()
+        except BrokenPipeError:
+            # the reader went away (`| head`): stop quietly, as cat does
+            os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+            sys.exit(1)
 
 
 @ipfs.command("ls")
@@ -186,15 +206,18 @@ _add_builtin_commands()
 
 
 def _add_plugin_commands() -> None:
+    """Let each plugin add its commands; a plugin that fails is reported by name, once."""
     try:
         manager = make_manager()
-        manager.hook.register_commands(cli=cli)
+        manager.notify("register_commands", cli=cli)
     except RubixError as exc:
-        click.echo(f"warning: plugin commands not loaded: {exc}", err=True)
+        # every command resolves the settings and reports a bad one itself: not twice
+        cli.plugin_error = exc
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Console-script entry point."""
+    configure_warnings()
     _add_plugin_commands()
     cli.main(args=list(argv) if argv is not None else None, prog_name="rubix-integration")
 

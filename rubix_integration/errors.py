@@ -22,16 +22,20 @@ are translated at the backend boundary and chained with ``raise ... from exc``.
     │   ├── CorruptBlockError        block bytes do not match their hash, or do not decode
     │   ├── NotAFileError            a directory (or other non-file) where file content was asked
     │   ├── ContentTooLargeError     content exceeds the caller's size limit
+    │   ├── DAGTooDeepError          a DAG nests deeper than the walkers' depth bound
+    │   ├── UnsafePathError          get refused an entry: a repeated name, a link or other
+    │   │                            entry in its way, or a name the filesystem refuses
     │   └── UnsupportedOperationError the backend cannot do this (e.g. pin on a read-only repo)
     ├── NodeDatabaseError            a node's rubix.db cannot be synced: names the path and a kind
     ├── InvalidDataError             data has no DAG-JSON form (``path`` says where)
     │   └── PayloadTooLargeError     the encoded data exceeds the documented limit
+    ├── InvalidFilterError           a provenance query filter or bound cannot be compared
     ├── RecordNotFoundError          no provenance record has this CID
     └── TaskError                    a workflow task: names the task
         ├── TaskNotFoundError        no task has this id
         ├── TaskConflictError        a submit reuses an id with different content
         ├── TaskStateError           the task's state does not allow the operation
-        └── LeaseLostError           the caller no longer holds the task's lease (fencing)
+        └── LeaseLostError           the caller does not (or no longer) hold the task's lease
 
 Each IPFS error has a short ``kind`` (``"not_found"``, ``"timeout"``, ...) used when an error is
 stored as data (for example a token's ``ipfs_error`` column).
@@ -47,12 +51,14 @@ __all__ = [
     "ContentNotFoundError",
     "ContentTooLargeError",
     "CorruptBlockError",
+    "DAGTooDeepError",
     "DuplicateBackendError",
     "IPFSError",
     "IPFSTimeoutError",
     "IPFSUnavailableError",
     "InvalidCIDError",
     "InvalidDataError",
+    "InvalidFilterError",
     "LeaseLostError",
     "NodeDatabaseError",
     "NotAFileError",
@@ -68,6 +74,7 @@ __all__ = [
     "TaskNotFoundError",
     "TaskStateError",
     "UnknownStoreError",
+    "UnsafePathError",
     "UnsupportedOperationError",
 ]
 
@@ -197,6 +204,27 @@ class ContentTooLargeError(IPFSError):
     kind = "too_large"
 
 
+class DAGTooDeepError(IPFSError):
+    """A directory, file or HAMT shard nests deeper than the readers walk (``limit`` levels)."""
+
+    kind = "too_deep"
+
+    def __init__(self, message: str, *, limit: int, cid: str | None = None,
+                 backend: str | None = None, path: str | None = None) -> None:
+        self.limit = limit
+        super().__init__(message, cid=cid, backend=backend, path=path)
+
+
+class UnsafePathError(IPFSError):
+    """``get`` refused to write an entry: its name repeats in its directory, a link or an entry
+    of another kind is in its way, or the filesystem refuses the name. ``path`` names the entry.
+
+    Nothing is ever written through a link; what was written before the refusal stays.
+    """
+
+    kind = "unsafe_path"
+
+
 class UnsupportedOperationError(IPFSError):
     """The backend cannot perform this operation (for example, writing to a read-only repo)."""
 
@@ -207,7 +235,10 @@ class NodeDatabaseError(RubixError):
     """A node's ``rubix.db`` cannot be read.
 
     ``kind`` is one of ``"not_sqlite"``, ``"corrupt"``, ``"no_tokens_table"``, ``"cannot_open"``,
-    ``"busy"`` (still changing after every retry); ``db_path`` names the file.
+    ``"busy"`` (still changing after every retry), ``"not_a_file"`` (not a regular file),
+    ``"unsafe_file"`` (a ``-wal``/``-journal`` file that is a link or not a regular file),
+    ``"interrupted"`` (stopped on request) or ``"timeout"`` (the sync's time limit for one
+    database passed); ``db_path`` names the file.
     """
 
     def __init__(self, message: str, *, db_path: str, kind: str) -> None:
@@ -231,6 +262,17 @@ class PayloadTooLargeError(InvalidDataError):
         self.size = size
         self.limit = limit
         super().__init__(message, path=path)
+
+
+class InvalidFilterError(RubixError, ValueError):
+    """A query filter, time bound, limit or offset cannot be used; nothing was queried.
+
+    ``filter`` names it (``"data.model.name"``, ``"since"``, ``"limit"``, ...).
+    """
+
+    def __init__(self, message: str, *, filter: str | None = None) -> None:
+        self.filter = filter
+        super().__init__(message)
 
 
 class RecordNotFoundError(RubixError, LookupError):
@@ -263,4 +305,5 @@ class TaskStateError(TaskError):
 
 
 class LeaseLostError(TaskError):
-    """A worker acted on a task whose lease it no longer holds; nothing was changed."""
+    """The caller acted on a running task whose lease it does not (or no longer) hold: no
+    token, another claim's token, or another worker's; nothing was changed."""

@@ -143,3 +143,18 @@ def test_unreachable_store_is_unavailable() -> None:
     with pytest.raises(StoreUnavailableError) as info:
         Analytics(store)
     assert "topsecret" not in str(info.value)
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql+psycopg://bob:hunter2@127.0.0.1:5432/db",
+    "postgresql+psycopg://bob@127.0.0.1:5432/db?password=hunter2",
+    "postgresql+psycopg://bob@127.0.0.1:5432/db?sslmode=require&PassWord=hunter2",
+])
+def test_duckdb_error_text_hides_every_secret_of_the_store_url(url: str) -> None:
+    from types import SimpleNamespace
+
+    text = f"IO Error: Unable to connect to Postgres at 'dbname=db password=hunter2': {url}"
+    holder = SimpleNamespace(store=SimpleNamespace(url=url))
+    scrubbed = Analytics._scrub(holder, text)  # type: ignore[arg-type]
+    assert "hunter2" not in scrubbed
+    assert "***" in scrubbed and "Unable to connect" in scrubbed

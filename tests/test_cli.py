@@ -52,8 +52,10 @@ def test_bad_setting_is_one_line_and_exit_1(tmp_path: Path) -> None:
 def test_unknown_store_scheme_is_one_line(tmp_path: Path) -> None:
     out = run("status", "--store", "mongodb://x/y", "--json",
               env={"RUBIX_DATA_DIR": str(tmp_path)}, check=False)
-    assert out.returncode == 0
-    assert "mongodb" in json.loads(out.stdout)["stores"][-1]["reason"]
+    assert out.returncode == 1 and out.stdout == ""
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("Error: UnknownStoreError")
+    assert "mongodb" in lines[0] and "known schemes: postgres, postgresql, sqlite" in lines[0]
 
 
 def test_plugins_json_lists_builtins() -> None:

@@ -245,8 +245,9 @@ class Analytics:
         )
 
     def _scrub(self, text: str) -> str:
-        password = sa.engine.make_url(self.store.url).password
-        return text.replace(str(password), "***") if password else text
+        from rubix_integration._settings import redact
+
+        return redact(text, self.store.url)
 
     # --- queries -------------------------------------------------------------------------------
 

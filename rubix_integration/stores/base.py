@@ -38,8 +38,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, SQLModel
 
-from rubix_integration._settings import mask_url
+from rubix_integration._settings import STORE_URL_FORMS, mask_url, redact
 from rubix_integration.errors import (
+    ConfigError,
     StoreError,
     StoreMissingDependency,
     StoreUnavailableError,
@@ -79,7 +80,16 @@ class Store:
     metadata: ClassVar[sa.MetaData] = SQLModel.metadata
 
     def __init__(self, url: str, *, settings: Settings) -> None:
-        self.url = self.normalise_url(url)
+        try:
+            self.url = self.normalise_url(url)
+        except ConfigError as exc:
+            if url != settings.store_url:
+                raise
+            # name the setting as the user gave it: RUBIX_STORE_URL, --store, a config key
+            label = settings.label("store_url")
+            raise ConfigError(f"{label}: {exc}", name=label, value=exc.value,
+                              allowed=exc.allowed,
+                              source=settings.sources.get("store_url")) from exc
         self.settings = settings
         self._engine: Engine | None = None
 
@@ -92,14 +102,30 @@ class Store:
 
     @classmethod
     def normalise_url(cls, url: str) -> str:
-        """Return the URL SQLAlchemy is given; raise UnknownStoreError for a foreign scheme."""
+        """Return the URL SQLAlchemy is given (scheme in lower case); raise UnknownStoreError
+        for a foreign scheme and ConfigError for a URL that cannot be parsed."""
         if not cls.handles(url):
             raise UnknownStoreError(
                 f"store {cls.name!r} does not open {mask_url(url)} "
                 f"(schemes: {', '.join(cls.schemes)})",
                 url=mask_url(url), backend=cls.name,
             )
+        scheme, sep, rest = url.partition("://")
+        url = f"{scheme.lower()}{sep}{rest}"
+        try:
+            sa.engine.make_url(url)
+        except (sa.exc.ArgumentError, ValueError):
+            # the parser's message may quote a part of the URL: a password, say
+            raise cls.url_error(url, "cannot be parsed as a URL") from None
         return url
+
+    @classmethod
+    def url_error(cls, url: str, problem: str) -> ConfigError:
+        """A :class:`ConfigError` saying what is wrong with ``url`` (masked) and what is allowed."""
+        return ConfigError(
+            f"{mask_url(url)!r} {problem}; expected a URL such as {', '.join(STORE_URL_FORMS)}",
+            name="store_url", value=mask_url(url), allowed=STORE_URL_FORMS,
+        )
 
     @classmethod
     def check(cls, url: str | None = None) -> str:
@@ -148,7 +174,8 @@ class Store:
 
     def _unavailable_reason(self, exc: BaseException) -> str:
         orig = getattr(exc, "orig", None) or exc
-        return " ".join(str(orig).split()) or type(orig).__name__
+        # a driver may quote the connection parameters it rejects
+        return redact(" ".join(str(orig).split()), self.url) or type(orig).__name__
 
     @contextmanager
     def connect(self) -> Iterator[Connection]:

@@ -52,7 +52,16 @@ class PostgreSQLStore(Store):
                 url=mask_url(url), backend=cls.name,
             )
         assert url_scheme(url) in cls.schemes
-        return f"postgresql+psycopg://{rest}"
+        url = f"postgresql+psycopg://{rest}"
+        parsed = sa.engine.make_url(url)
+        query = parsed.query
+        if not (parsed.host or parsed.database
+                or any(query.get(k) for k in ("host", "hostaddr", "dbname"))):
+            # libpq would fill both in from its defaults and create the tables wherever it lands
+            raise cls.url_error(url, "names neither a host nor a database (say which server "
+                                     "and database: //user@host/dbname, or ///dbname for the "
+                                     "local socket)")
+        return url
 
     def _create_engine(self) -> Engine:
         query = sa.engine.make_url(self.url).query
