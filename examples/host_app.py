@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import rubix_integration
-from rubix_integration import Manager, hookimpl
+from rubix_integration import hookimpl
+from rubix_integration.hookspecs import Host
 
 
 class AuditTrail:
@@ -21,7 +22,7 @@ class AuditTrail:
         self.seen: list[Mapping[str, Any]] = []
 
     @hookimpl
-    def database_processed(self, manager: Manager, result: Mapping[str, Any]) -> None:
+    def database_processed(self, manager: Host, result: Mapping[str, Any]) -> None:
         self.seen.append(result)
 
 

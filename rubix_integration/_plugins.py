@@ -12,17 +12,31 @@ from __future__ import annotations
 import importlib
 import logging
 import warnings
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from importlib import metadata
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 import pluggy
 
 from rubix_integration import hookspecs
-from rubix_integration.errors import DuplicateBackendError, PluginError
-from rubix_integration.ipfs.base import IPFSBackend
-from rubix_integration.stores.base import Store
+from rubix_integration._plugin_settings import (
+    PluginSetting,
+    PluginSettings,
+    PluginSettingsInput,
+    normalise_spec,
+    resolve_plugin_settings,
+)
+from rubix_integration._registry import _collect, _Registry, module_tables
+from rubix_integration.errors import PluginError
+
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from rubix_integration._host import Host
+    from rubix_integration.ipfs.base import IPFSBackend
+    from rubix_integration.stores.base import Store
 
 log = logging.getLogger("rubix_integration.plugins")
 
@@ -35,6 +49,7 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "rubix_integration.ipfs.local",
     "rubix_integration.stores.sqlite",
     "rubix_integration.stores.postgresql",
+    "rubix_integration._builtin_tables",
     "rubix_integration._defaults",
 )
 
@@ -45,6 +60,8 @@ class PluginInfo:
 
     ``source`` is ``"built-in"``, ``"entry point"`` or ``"registered"`` (passed in by the host
     app); ``origin`` is the module or distribution it came from; ``error`` is set when it failed.
+    ``roles`` are the backend roles it declares; ``backends`` the ``(role, name)`` of each backend
+    it registers.
     """
 
     name: str
@@ -53,14 +70,21 @@ class PluginInfo:
     version: str | None
     hooks: tuple[str, ...]
     error: str | None = None
+    roles: tuple[str, ...] = ()
+    backends: tuple[tuple[str, str], ...] = ()
 
     def as_dict(self) -> dict[str, Any]:
+        by_role: dict[str, list[str]] = {}
+        for role, name in self.backends:
+            by_role.setdefault(role, []).append(name)
         return {
             "name": self.name,
             "source": self.source,
             "origin": self.origin,
             "version": self.version,
             "hooks": list(self.hooks),
+            "roles": list(self.roles),
+            "backends": by_role,
             "error": self.error,
         }
 
@@ -82,9 +106,8 @@ class Plugins:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT_NAME)
         self.pm.add_hookspecs(hookspecs)
         self._infos: list[PluginInfo] = []
-        self._ipfs: dict[str, type[IPFSBackend]] | None = None
-        self._stores: dict[str, type[Store]] | None = None
-        self._owners: dict[tuple[str, str], str] = {}
+        self._built: _Registry | None = None
+        self._specs: dict[str, dict[str, PluginSetting]] | None = None
         from rubix_integration import __version__
 
         for dotted in DEFAULT_PLUGINS:
@@ -145,62 +168,102 @@ class Plugins:
         return self.pm.hook
 
     def infos(self) -> list[PluginInfo]:
-        """Every plugin that was loaded or failed, built-ins first."""
-        return list(self._infos)
+        """Every plugin that was loaded or failed, built-ins first, with what it registered.
+
+        Builds the backend registry: a duplicate backend name raises here too.
+        """
+        registry = self._registry()
+        out: list[PluginInfo] = []
+        for info in self._infos:
+            roles, backends = registry.of_plugin(info.name)
+            pairs = tuple((role, name) for role, names in backends.items() for name in names)
+            out.append(replace(info, roles=roles, backends=pairs))
+        return out
 
     def failures(self) -> list[PluginInfo]:
         return [i for i in self._infos if i.error]
 
     def ipfs_backends(self) -> dict[str, type[IPFSBackend]]:
         """Registered IPFS backend classes by name, in order of preference (priority, then name)."""
-        if self._ipfs is None:
-            found = self._collect("register_ipfs_backends", "ipfs", IPFSBackend)
-            self._ipfs = dict(sorted(found.items(), key=lambda kv: (kv[1].priority, kv[0])))
-        return self._ipfs
+        return self.backends("ipfs")
 
     def stores(self) -> dict[str, type[Store]]:
         """Registered store classes by name, in registration order."""
-        if self._stores is None:
-            self._stores = self._collect("register_stores", "store", Store)
-        return self._stores
+        return self.backends("store")
+
+    def roles(self) -> dict[str, type]:
+        """Every role (built-in and declared by plugins) and its base class."""
+        return dict(self._registry().roles)
+
+    def backends(self, role: str) -> dict[str, type[Any]]:
+        """The classes registered for ``role``, by name.
+
+        A role whose base class has a ``priority`` (``ipfs``) is ordered by (priority, name);
+        any other in registration order (built-ins first). An unknown role raises
+        :class:`PluginError` listing the known ones.
+        """
+        registry = self._registry()
+        if role not in registry.roles:
+            raise PluginError(f"no backend role {role!r}; known roles: "
+                              f"{', '.join(registry.roles)}")
+        return dict(registry.backends.get(role, {}))
 
     def owner(self, role: str, name: str) -> str:
-        """The plugin that registered backend ``name`` for ``role`` (``"ipfs"``, ``"store"``)."""
-        if role == "ipfs":  # owners are recorded while the registrations are collected
-            self.ipfs_backends()
-        else:
-            self.stores()
-        return self._owners.get((role, name), "?")
+        """The plugin that registered backend ``name`` for ``role``, or ``"?"``."""
+        return self._registry().owners.get((role, name), "?")
 
-    def _collect(self, hook_name: str, role: str, base: type[Any]) -> dict[str, Any]:
-        found: dict[str, Any] = {}
-        caller = getattr(self.pm.hook, hook_name)
-        # get_hookimpls() lists in registration order: built-ins first, so they own their names
-        for impl in caller.get_hookimpls():
-            try:
-                classes = impl.function() or ()
-            except Exception as exc:
-                message = f"plugin {impl.plugin_name!r} failed in {hook_name}: {exc}"
-                log.warning(message)
-                warnings.warn(message, RuntimeWarning, stacklevel=3)
-                continue
-            for cls in classes:
-                name = getattr(cls, "name", "") if isinstance(cls, type) else ""
-                if not (isinstance(cls, type) and issubclass(cls, base)) or not name:
-                    raise PluginError(
-                        f"plugin {impl.plugin_name!r}: {hook_name} returned {cls!r}, "
-                        f"which is not a named subclass of {base.__name__}",
-                        plugin=impl.plugin_name,
-                    )
-                if name in found and found[name] is not cls:
-                    first = self._owners[(role, name)]
-                    raise DuplicateBackendError(
-                        f"{role} backend name {name!r} is registered twice: by plugin "
-                        f"{first!r} and by plugin {impl.plugin_name!r}",
-                        plugin=impl.plugin_name, name=name, role=role,
-                    )
-                found[name] = cls
-                self._owners[(role, name)] = impl.plugin_name
+    def _registry(self) -> _Registry:
+        if self._built is None:
+            self._built = _collect(self.pm, {i.name: n for n, i in enumerate(self._infos)})
+        return self._built
+
+    def settings_specs(self) -> dict[str, dict[str, PluginSetting]]:
+        """The settings each plugin declares (``plugin_settings_spec``), by plugin name."""
+        if self._specs is None:
+            specs: dict[str, dict[str, PluginSetting]] = {}
+            for impl in self.pm.hook.plugin_settings_spec.get_hookimpls():
+                raw: Any = impl.function() or {}
+                specs[impl.plugin_name] = normalise_spec(impl.plugin_name, raw)
+            self._specs = specs
+        return self._specs
+
+    def tables(self) -> list[sa.Table]:
+        """Every table the plugins register (``register_tables``), importing named modules.
+
+        Each must belong to ``SQLModel.metadata`` (the metadata the store creates).
+        """
+        import sqlalchemy as sa
+        from sqlmodel import SQLModel
+
+        out: list[sa.Table] = []
+        for impl in self.pm.hook.register_tables.get_hookimpls():
+            plugin = impl.plugin_name
+            items: Any = impl.function() or ()
+            for item in items:
+                got = importlib.import_module(item) if isinstance(item, str) else item
+                if isinstance(got, ModuleType):
+                    tables = module_tables(got)
+                elif isinstance(got, sa.Table):
+                    tables = [got]
+                else:
+                    raise PluginError(f"plugin {plugin!r}: register_tables returned {item!r}, "
+                                      "not a Table, a module or a module name", plugin=plugin)
+                for table in tables:
+                    if table.metadata is not SQLModel.metadata:
+                        raise PluginError(
+                            f"plugin {plugin!r}: table {table.name!r} is not in "
+                            "SQLModel.metadata, which the store creates; define it with "
+                            "SQLModel or sa.Table(..., SQLModel.metadata)", plugin=plugin)
+                    if table not in out:
+                        out.append(table)
+        return out
+
+    def routes(self, host: Host) -> list[Any]:
+        """Every HTTP route the plugins return from ``register_routes``, in plugin order."""
+        found: list[Any] = []
+        for impl in self.pm.hook.register_routes.get_hookimpls():
+            routes: Any = impl.function(**{k: host for k in impl.argnames})
+            found.extend(routes or ())
         return found
 
     def notify(self, hook_name: str, **kwargs: Any) -> list[PluginError]:
@@ -217,6 +280,19 @@ class Plugins:
                 log.warning(str(err))
                 errors.append(err)
         return errors
+
+
+def check_plugin_settings(
+    plugins: Plugins, inputs: PluginSettingsInput, warn: Callable[[str], None]
+) -> dict[str, PluginSettings]:
+    """Resolve every plugin's settings; a section no loaded plugin owns is warned about."""
+    specs = plugins.settings_specs()
+    for name in sorted({*inputs.file, *inputs.keywords} - set(specs)):
+        if plugins.pm.has_plugin(name):  # loaded, declares nothing: every key is unknown
+            resolve_plugin_settings(name, {}, inputs)
+        else:
+            warn(f"[plugins.{name}]: no loaded plugin is named {name!r}; its settings are unused")
+    return {name: resolve_plugin_settings(name, spec, inputs) for name, spec in specs.items()}
 
 
 def _origin(obj: object) -> str:

@@ -10,15 +10,21 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import platformdirs
-import tomllib
 
+from rubix_integration._plugin_settings import PluginSettingsInput
 from rubix_integration.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # the same parser, published separately before it joined the standard library
+    import tomli as tomllib
 
 APP_NAME = "rubix_integration"
 
@@ -41,6 +47,8 @@ ENV_VARS: dict[str, str] = {
     "sync_db_timeout": "RUBIX_SYNC_DB_TIMEOUT",
 }
 CONFIG_FILE_ENV = "RUBIX_CONFIG_FILE"
+#: The config file's table of plugin sections: ``[plugins.<name>]``.
+PLUGINS_TABLE = "plugins"
 
 
 @dataclass(frozen=True)
@@ -63,6 +71,9 @@ class Settings:
     - ``sync_db_timeout``: limit of the sync of one node database, seconds (default 600).
     - ``sources``: where each value came from (``default``, ``config file``, ``environment``,
       ``keyword``, or ``option --flag`` for a command-line option).
+    - ``plugin_input``: the raw values of plugin sections (``[plugins.<name>]``,
+      ``RUBIX_<PLUGIN>_<KEY>``, the ``plugin_settings`` keyword), checked by the plugin that owns
+      them (see :meth:`Manager.plugin_settings <rubix_integration.Manager.plugin_settings>`).
     """
 
     enabled: str = "auto"
@@ -80,6 +91,7 @@ class Settings:
     source_ip: str | None = None
     sync_db_timeout: float = 600.0
     sources: Mapping[str, str] = field(default_factory=dict)
+    plugin_input: PluginSettingsInput = field(default_factory=PluginSettingsInput)
 
     @property
     def ipfs_enabled(self) -> bool:
@@ -90,7 +102,7 @@ class Settings:
         """The settings as plain JSON-friendly values (the store URL's password masked)."""
         out: dict[str, Any] = {}
         for f in fields(self):
-            if f.name == "sources":
+            if f.name in ("sources", "plugin_input"):
                 continue
             value = getattr(self, f.name)
             if isinstance(value, Path):
@@ -481,20 +493,36 @@ def _read_config_file(path: Path, *, explicit: bool) -> dict[str, Any]:
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"config file {path}: cannot be read: {exc}", name=str(path),
                           source="config file") from exc
-    unknown = sorted(set(data) - set(_CONVERTERS))
+    unknown = sorted(set(data) - set(_CONVERTERS) - {PLUGINS_TABLE})
     if unknown:
         raise ConfigError(
             f"config file {path}: unknown key(s) {', '.join(unknown)}; "
             f"known keys: {', '.join(sorted(_CONVERTERS))}",
             name=str(path), allowed=sorted(_CONVERTERS), source="config file",
         )
+    sections = data.get(PLUGINS_TABLE, {})
+    bad = ([PLUGINS_TABLE] if not isinstance(sections, dict) else
+           [f"{PLUGINS_TABLE}.{k}" for k, v in sections.items() if not isinstance(v, dict)])
+    if bad:
+        raise ConfigError(f"config file {path}: {bad[0]} is not a table; write plugin settings "
+                          "as [plugins.<name>] sections", name=bad[0], source="config file")
     return data
+
+
+def _frozen_sections(sections: Mapping[str, Any], what: str) -> Mapping[str, Mapping[str, Any]]:
+    if not isinstance(sections, Mapping) or not all(
+            isinstance(v, Mapping) for v in sections.values()):
+        raise ConfigError(f"{what}: expected {{plugin name: {{key: value}}}}", name=what,
+                          source="keyword")
+    # plain dicts (not proxies): Settings travel to worker processes by pickle
+    return {str(k): dict(v) for k, v in sections.items()}
 
 
 def resolve_settings(
     env: Mapping[str, str] | None = None,
     *,
     keyword_sources: Mapping[str, str] | None = None,
+    plugin_settings: Mapping[str, Mapping[str, Any]] | None = None,
     **overrides: Any,
 ) -> Settings:
     """Resolve every setting from keywords, environment, config file and defaults.
@@ -502,7 +530,8 @@ def resolve_settings(
     ``env`` defaults to ``os.environ``. Unknown keywords raise :class:`ConfigError`.
     ``keyword_sources`` says where keyword values came from when it was not the caller's code:
     the command line passes ``{"ipfs_mode": "option --ipfs"}``, so that errors and ``status()``
-    name ``--ipfs``.
+    name ``--ipfs``. ``plugin_settings`` gives plugin sections as ``{plugin: {key: value}}``,
+    above their environment variables and config file sections.
     """
     env = os.environ if env is None else env
     keyword_sources = dict(keyword_sources or {})
@@ -539,9 +568,16 @@ def resolve_settings(
             sources["ipfs_path"] = "environment (IPFS_PATH)"
     if not values.get("store_url"):
         values["store_url"] = f"sqlite:///{data_dir / 'rubix.sqlite'}"
+    claimed = {*ENV_VARS.values(), CONFIG_FILE_ENV}
+    plugin_input = PluginSettingsInput(
+        keywords=_frozen_sections(plugin_settings or {}, "plugin_settings"),
+        file=_frozen_sections(file_values.get(PLUGINS_TABLE, {}), "[plugins]"),
+        env={k: v for k, v in env.items() if k.startswith("RUBIX_") and k not in claimed},
+    )
     return Settings(
         **values,
         config_dir=Path(platformdirs.user_config_dir(APP_NAME)),
         config_file=config_file if config_file.is_file() else None,
         sources=dict(sources),
+        plugin_input=plugin_input,
     )

@@ -11,14 +11,18 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 import pluggy
 
+from rubix_integration._host import Host
+from rubix_integration._plugin_settings import PluginSetting, PluginSettings
+
 if TYPE_CHECKING:
     import click
+    import sqlalchemy as sa
 
-    from rubix_integration._manager import Manager
     from rubix_integration._settings import Settings
     from rubix_integration.ipfs.base import IPFSBackend, IPFSDetection
     from rubix_integration.stores.base import Store
@@ -28,10 +32,35 @@ PROJECT_NAME = "rubix_integration"
 hookspec = pluggy.HookspecMarker(PROJECT_NAME)
 hookimpl = pluggy.HookimplMarker(PROJECT_NAME)
 
-__all__ = ["hookimpl", "hookspec"]
+__all__ = ["Host", "PluginSetting", "PluginSettings", "hookimpl", "hookspec"]
 
 
 # --- registering backends ------------------------------------------------------------------------
+
+
+@hookspec
+def register_roles() -> Mapping[str, type]:
+    """Declare new backend roles, as ``{role: base_class}``.
+
+    Called once, the first time the backend registry is built. Backends registered for a role
+    (through :func:`register_backends`) must subclass its base class. The built-in roles are
+    ``ipfs`` (:class:`~rubix_integration.IPFSBackend`), ``store``
+    (:class:`~rubix_integration.Store`), ``pin_state`` and ``source`` (any class, until their
+    base classes exist); declaring one of those, or a role another plugin declared, raises
+    :class:`~rubix_integration.errors.PluginError` naming both plugins.
+    """
+
+
+@hookspec
+def register_backends() -> Mapping[str, Sequence[type]]:
+    """Return backend classes for any role, as ``{role: [class, ...]}``.
+
+    Called once, the first time the backend registry is built. Each class has a ``name`` unique
+    within its role and subclasses the role's base class; a duplicate name raises
+    :class:`~rubix_integration.errors.DuplicateBackendError` naming both plugins, a role nobody
+    declared raises :class:`~rubix_integration.errors.PluginError`. ``register_ipfs_backends``,
+    ``register_stores`` and ``register_sources`` feed the same registry for their role.
+    """
 
 
 @hookspec
@@ -51,6 +80,43 @@ def register_stores() -> Sequence[type[Store]]:
     Called once when the plugin manager is built. Each class subclasses
     :class:`rubix_integration.stores.Store`, has a unique ``name`` and lists the URL ``schemes`` it
     opens (``"postgresql"`` matches ``postgresql+psycopg://`` too).
+    """
+
+
+@hookspec
+def register_sources() -> Sequence[type]:
+    """Return source classes for the table importer (the ``source`` role).
+
+    Called once, the first time the backend registry is built. A source class has a unique
+    ``name``; an instance yields the rows of one target table, each with the table's key, so that
+    the importer can upsert them.
+    """
+
+
+# --- plugin settings and tables ------------------------------------------------------------------
+
+
+@hookspec
+def plugin_settings_spec() -> Mapping[str, PluginSetting | str | int | float | bool]:
+    """Declare the keys of this plugin's settings section, as ``{key: default or PluginSetting}``.
+
+    Called once, when the host first resolves plugin settings. A plain default gives the key its
+    type; a :class:`~rubix_integration.PluginSetting` states the type of a key whose default is
+    ``None``, or marks it secret. Users set the keys in ``[plugins.<plugin name>]`` of the config
+    file or as ``RUBIX_<PLUGIN>_<KEY>``; a key the plugin does not declare is a
+    :class:`~rubix_integration.errors.ConfigError` naming the section. Read them with
+    ``manager.plugin_settings("<plugin name>")``.
+    """
+
+
+@hookspec
+def register_tables() -> Sequence[sa.Table | ModuleType | str]:
+    """Return the tables this plugin keeps in the store, created with the schema.
+
+    Called when the store is first opened, before its schema is created. Return
+    :class:`sqlalchemy.Table` objects of :attr:`Store.metadata <rubix_integration.Store.metadata>`
+    (``SQLModel.metadata``), modules defining SQLModel tables, or dotted names of such modules
+    (imported only then, which keeps start-up cheap).
     """
 
 
@@ -115,7 +181,7 @@ def register_task_handlers() -> Mapping[str, Callable[..., Any]]:
 
 
 @hookspec
-def token_synced(manager: Manager, record: Mapping[str, Any]) -> None:
+def token_synced(manager: Host, record: Mapping[str, Any]) -> None:
     """Announce one token row written to the store by a sync.
 
     ``record`` holds the row's columns (``token_id``, ``node_name``, ``ipfs_fetched``, ...).
@@ -125,7 +191,7 @@ def token_synced(manager: Manager, record: Mapping[str, Any]) -> None:
 
 
 @hookspec
-def database_processed(manager: Manager, result: Mapping[str, Any]) -> None:
+def database_processed(manager: Host, result: Mapping[str, Any]) -> None:
     """Announce that one node database was synced (or failed).
 
     ``result`` holds ``db_path``, ``node_name``, ``status`` (``"processed"``, ``"skipped"`` or
@@ -135,7 +201,7 @@ def database_processed(manager: Manager, result: Mapping[str, Any]) -> None:
 
 
 @hookspec
-def provenance_recorded(manager: Manager, record: Mapping[str, Any]) -> None:
+def provenance_recorded(manager: Host, record: Mapping[str, Any]) -> None:
     """Announce a provenance record appended to the log.
 
     ``record`` holds ``cid``, ``prev`` (the previous record's CID or ``None``), ``type``,
@@ -146,7 +212,7 @@ def provenance_recorded(manager: Manager, record: Mapping[str, Any]) -> None:
 
 @hookspec
 def task_state_changed(
-    manager: Manager,
+    manager: Host,
     task: Mapping[str, Any],
     old_state: str | None,
     new_state: str,
@@ -155,4 +221,40 @@ def task_state_changed(
 
     ``task`` holds the task's fields after the change. An exception is reported with the plugin's
     name and does not undo the change.
+    """
+
+
+# --- lifecycle -----------------------------------------------------------------------------------
+
+
+@hookspec
+def startup(manager: Host) -> None:
+    """Announce that the host opened its store (its schema and the plugins' tables exist).
+
+    Fired once each time the store is opened (the first use of ``manager.store``, again after
+    :meth:`~rubix_integration.Manager.close`). An exception is reported with the plugin's name
+    and does not stop the host.
+    """
+
+
+@hookspec
+def shutdown(manager: Host) -> None:
+    """Announce that the host is closing its store (it is still open during the call).
+
+    Fired by :meth:`~rubix_integration.Manager.close` when :func:`startup` was fired. An exception
+    is reported with the plugin's name and the close goes on.
+    """
+
+
+# --- HTTP ----------------------------------------------------------------------------------------
+
+
+@hookspec
+def register_routes(manager: Host) -> Sequence[Any]:
+    """Return HTTP routes this plugin serves, for the host's web application.
+
+    Called when the host builds its HTTP application. Return Starlette-style ``Route`` or
+    ``Mount`` objects (``path``, ``endpoint`` or ``app``, ``methods``); the host mounts them as
+    they are, under the paths they name. The package depends on no web framework: a plugin that
+    returns routes depends on the one it builds them with.
     """

@@ -4,10 +4,12 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 from xml.etree import ElementTree
 
 import pytest
 
+from rubix_integration import ConfigError, Manager
 from rubix_integration.testing import IPFSBackendContract
 from tests.conftest import IN_CI
 
@@ -62,3 +64,64 @@ def test_example_plugin_runs_the_ipfs_contract_in_its_own_pytest(tmp_path: Path)
     contract = {n for n in dir(IPFSBackendContract) if n.startswith("test_")}
     assert set(outcome) == contract
     assert {n for n, skipped in outcome.items() if skipped} == {"test_directory_is_not_a_file"}
+
+
+def _notifier() -> Any:
+    if not IN_CI:
+        pytest.importorskip("rubix_integration_notifier",
+                            reason="pip install -e examples/rubix-integration-notifier-plugin")
+    import rubix_integration_notifier
+
+    return rubix_integration_notifier
+
+
+def test_notifier_plugin_adds_a_role_and_a_settings_section(store_url: str,
+                                                            tmp_path: Path) -> None:
+    """The plugin, found by its entry point, declares the ``notifier`` role and its ``file``
+    backend, reads ``[plugins.notifier]`` and sends through the backend when the store opens."""
+    module = _notifier()
+    log = tmp_path / "notes.log"
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'[plugins.notifier]\npath = "{log}"\nchannel = "file-channel"\n'
+                   'token = "s3cret"\n')
+    env = {"RUBIX_CONFIG_FILE": str(cfg), "RUBIX_NOTIFIER_CHANNEL": "alerts",
+           "RUBIX_NOTIFIER_RETRIES": "5"}
+    with Manager(env=env, load_plugins=("notifier",), store_url=store_url,
+                 data_dir=tmp_path / "data", enabled="0") as manager:
+        assert manager.backends("notifier") == {"file": module.FileNotifier}
+        assert issubclass(manager.backend("notifier", "file"), module.Notifier)
+        settings = manager.plugin_settings("notifier")
+        assert (settings["channel"], settings["retries"], settings["path"]) == ("alerts", 5, log)
+        assert settings.sources["channel"] == "environment"
+        assert settings.sources["path"] == "config file"
+        assert settings.sources["backend"] == "default" and settings["backend"] == "file"
+        manager.store  # noqa: B018  (opening the store fires startup)
+        manager.notify("database_processed", result={"node_name": "node001",
+                                                      "status": "processed"})
+        report = manager.status()
+    assert log.read_text() == "[alerts] store opened\n[alerts] node001: processed\n"
+    assert report.settings["plugins"]["notifier"]["token"] == "***"
+    assert "s3cret" not in report.to_json()
+    info = {p.name: p.as_dict() for p in report.plugins}["notifier"]
+    assert info["roles"] == ["notifier"] and info["backends"] == {"notifier": ["file"]}
+    assert info["source"] == "entry point"
+
+
+def test_notifier_plugin_refuses_an_unknown_key(tmp_path: Path) -> None:
+    _notifier()
+    cfg = tmp_path / "config.toml"
+    cfg.write_text('[plugins.notifier]\nchanel = "typo"\n')
+    manager = Manager(env={"RUBIX_CONFIG_FILE": str(cfg)}, load_plugins=("notifier",),
+                      data_dir=tmp_path, enabled="0")
+    with pytest.raises(ConfigError) as info:
+        manager.plugin_settings("notifier")
+    assert str(info.value) == ("[plugins.notifier] chanel: unknown key; known: backend, "
+                               "channel, path, retries, token")
+
+
+def test_notifier_settings_are_typed(tmp_path: Path) -> None:
+    _notifier()
+    manager = Manager(env={"RUBIX_NOTIFIER_RETRIES": "three"}, load_plugins=("notifier",),
+                      data_dir=tmp_path, enabled="0")
+    with pytest.raises(ConfigError, match="RUBIX_NOTIFIER_RETRIES: 'three' is not an integer"):
+        manager.plugin_settings("notifier")

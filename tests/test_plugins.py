@@ -2,11 +2,14 @@ from __future__ import annotations
 
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from sqlmodel import SQLModel
 
 from rubix_integration import (
     DuplicateBackendError,
@@ -18,6 +21,7 @@ from rubix_integration import (
     hookimpl,
 )
 from rubix_integration._plugins import DEFAULT_PLUGINS, Plugins
+from rubix_integration.hookspecs import Host
 
 
 class _Named(IPFSBackend):
@@ -155,3 +159,265 @@ def test_registration_of_a_non_backend_is_refused_with_the_plugin_name() -> None
     with pytest.raises(PluginError) as info:
         plugins.ipfs_backends()
     assert info.value.plugin == "NotABackend"
+
+
+# --- backends by role ----------------------------------------------------------------------------
+
+
+class Gadget:
+    """The base class of a role a test plugin declares."""
+
+    name = ""
+
+
+class Sprocket(Gadget):
+    name = "sprocket"
+
+
+class OtherSprocket(Gadget):
+    name = "sprocket"
+
+
+class GadgetRole:
+    @hookimpl
+    def register_roles(self) -> dict[str, type]:
+        return {"gadget": Gadget}
+
+    @hookimpl
+    def register_backends(self) -> dict[str, list[type]]:
+        return {"gadget": [Sprocket]}
+
+
+class MoreGadgets:
+    @hookimpl
+    def register_backends(self) -> dict[str, list[type]]:
+        return {"gadget": [OtherSprocket]}
+
+
+def test_builtin_roles_and_their_base_classes() -> None:
+    roles = Plugins(load_plugins=()).roles()
+    assert list(roles)[:4] == ["ipfs", "store", "pin_state", "source"]
+    assert roles["ipfs"] is IPFSBackend and roles["store"].__name__ == "Store"
+    assert Plugins(load_plugins=()).backends("pin_state") == {}
+
+
+def test_declared_role_gets_its_backends_and_they_show_in_plugin_infos() -> None:
+    plugins = Plugins(load_plugins=(), extra=[GadgetRole()])
+    assert plugins.backends("gadget") == {"sprocket": Sprocket}
+    assert plugins.owner("gadget", "sprocket") == "GadgetRole"
+    info = {i.name: i for i in plugins.infos()}
+    assert info["GadgetRole"].roles == ("gadget",)
+    assert info["GadgetRole"].as_dict()["backends"] == {"gadget": ["sprocket"]}
+    assert info["rubix_integration.ipfs.http"].as_dict()["backends"] == {"ipfs": ["http"]}
+    assert info["rubix_integration.stores.sqlite"].as_dict()["roles"] == []
+
+
+def test_duplicate_name_in_a_declared_role_names_both_plugins() -> None:
+    plugins = Plugins(load_plugins=(), extra=[GadgetRole(), MoreGadgets()])
+    with pytest.raises(DuplicateBackendError) as info:
+        plugins.backends("gadget")
+    assert "'GadgetRole'" in str(info.value) and "'MoreGadgets'" in str(info.value)
+    assert info.value.role == "gadget" and info.value.plugin == "MoreGadgets"
+
+
+def test_backend_for_a_role_nobody_declares_is_refused() -> None:
+    plugins = Plugins(load_plugins=(), extra=[MoreGadgets()])
+    with pytest.raises(PluginError, match="role 'gadget', which no plugin declares") as info:
+        plugins.backends("ipfs")
+    assert info.value.plugin == "MoreGadgets"
+
+
+def test_unknown_role_lists_the_known_ones() -> None:
+    with pytest.raises(PluginError, match="no backend role 'gizmo'; known roles: ipfs, store"):
+        Plugins(load_plugins=()).backends("gizmo")
+
+
+class GadgetRoleAgain:
+    @hookimpl
+    def register_roles(self) -> dict[str, type]:
+        return {"gadget": object}
+
+
+class StoreRoleAgain:
+    @hookimpl
+    def register_roles(self) -> dict[str, type]:
+        return {"store": object}
+
+
+def test_role_declared_twice_names_both_plugins() -> None:
+    with pytest.raises(PluginError, match="'gadget' is declared twice: by 'GadgetRole' and by "
+                                          "plugin 'GadgetRoleAgain'"):
+        Plugins(load_plugins=(), extra=[GadgetRole(), GadgetRoleAgain()]).roles()
+    with pytest.raises(PluginError, match="'store' is declared twice: by 'built-in'"):
+        Plugins(load_plugins=(), extra=[StoreRoleAgain()]).roles()
+
+
+class NotAGadget:
+    name = "loose"
+
+
+class LooseGadget:
+    @hookimpl
+    def register_backends(self) -> dict[str, list[type]]:
+        return {"gadget": [NotAGadget]}
+
+
+def test_class_outside_the_role_base_is_refused() -> None:
+    plugins = Plugins(load_plugins=(), extra=[GadgetRole(), LooseGadget()])
+    with pytest.raises(PluginError, match="not a named subclass of Gadget"):
+        plugins.backends("gadget")
+
+
+class RepoThroughGenericHook:
+    @hookimpl
+    def register_backends(self) -> dict[str, list[type]]:
+        return {"ipfs": [_Named]}
+
+
+def test_generic_and_role_hooks_feed_one_registry() -> None:
+    """``register_backends({"ipfs": ...})`` meets the built-in ``register_ipfs_backends``."""
+    plugins = Plugins(load_plugins=(), extra=[RepoThroughGenericHook()])
+    with pytest.raises(DuplicateBackendError, match=r"rubix_integration\.ipfs\.repo"):
+        plugins.ipfs_backends()
+
+
+class CsvSource:
+    name = "csv"
+
+
+class Sources:
+    @hookimpl
+    def register_sources(self) -> list[type]:
+        return [CsvSource]
+
+
+def test_sources_register_for_the_source_role() -> None:
+    plugins = Plugins(load_plugins=(), extra=[Sources()])
+    assert plugins.backends("source") == {"csv": CsvSource}
+    assert plugins.owner("source", "csv") == "Sources"
+
+
+def test_manager_hands_out_backends_by_role(tmp_path: Path) -> None:
+    manager = Manager(plugins=[GadgetRole(), Sources()], load_plugins=(), data_dir=tmp_path,
+                      enabled="0")
+    assert manager.backends("gadget") == {"sprocket": Sprocket}
+    assert manager.backend("gadget") is Sprocket  # the only one of its role
+    assert manager.backend("source", "csv") is CsvSource
+    assert manager.backend("store").name == "sqlite"  # what the store URL selects
+    assert manager.backend("ipfs").name == "local"  # what choose_ipfs picked
+    from rubix_integration import ConfigError
+
+    with pytest.raises(ConfigError, match="no gadget backend 'cog' to use; registered: sprocket"):
+        manager.backend("gadget", "cog")
+    with pytest.raises(ConfigError, match="no pin_state backend a name to use; registered: none"):
+        manager.backend("pin_state")
+
+
+# --- tables, lifecycle, routes -------------------------------------------------------------------
+
+
+@pytest.fixture
+def plugin_table() -> Iterator[sa.Table]:
+    """A table of a test plugin in the shared metadata, taken out again afterwards."""
+    table = sa.Table("test_plugin_notes", SQLModel.metadata,
+                     sa.Column("note_id", sa.String(40), primary_key=True),
+                     sa.Column("text", sa.Text, nullable=False))
+    yield table
+    SQLModel.metadata.remove(table)
+
+
+class Lifecycle:
+    def __init__(self, table: sa.Table | None = None) -> None:
+        self.table = table
+        self.events: list[tuple[str, bool]] = []
+
+    @hookimpl
+    def register_tables(self) -> list[sa.Table]:
+        return [self.table] if self.table is not None else []
+
+    @hookimpl
+    def startup(self, manager: Host) -> None:
+        # the store is usable from startup: the plugin's own table exists already
+        assert self.table is not None
+        with manager.store.engine.begin() as conn:
+            conn.execute(self.table.insert().values(note_id=f"n{len(self.events)}", text="up"))
+        self.events.append(("startup", True))
+
+    @hookimpl
+    def shutdown(self, manager: Host) -> None:
+        assert self.table is not None
+        with manager.store.engine.connect() as conn:
+            rows = conn.execute(sa.select(sa.func.count()).select_from(self.table)).scalar()
+        self.events.append(("shutdown", rows is not None and rows > 0))
+
+
+def test_plugin_tables_are_created_and_startup_shutdown_pair_with_the_store(
+    store_url: str, plugin_table: sa.Table
+) -> None:
+    plugin = Lifecycle(plugin_table)
+    manager = Manager(plugins=[plugin], load_plugins=(), store_url=store_url, enabled="0")
+    assert plugin.events == []  # nothing happens before the store is used
+    assert manager.store is manager.store
+    assert plugin.events == [("startup", True)]
+    assert plugin_table.name in sa.inspect(manager.store.engine).get_table_names()
+    manager.close()
+    assert plugin.events == [("startup", True), ("shutdown", True)]
+    manager.close()  # nothing opened: no second shutdown
+    assert manager.store is not None
+    manager.close()
+    assert [e for e, _ in plugin.events] == ["startup", "shutdown", "startup", "shutdown"]
+
+
+def test_builtin_capabilities_register_their_tables_through_the_hook() -> None:
+    plugins = Plugins(load_plugins=())
+    owners = [i.name for i in plugins.infos() if "register_tables" in i.hooks]
+    assert owners == ["rubix_integration._builtin_tables"]
+    names = {t.name for t in plugins.tables()}
+    assert {"tokenrecords", "processeddatabases", "workflow_tasks"} <= names
+
+
+class ForeignTable:
+    @hookimpl
+    def register_tables(self) -> list[sa.Table]:
+        return [sa.Table("elsewhere", sa.MetaData(), sa.Column("k", sa.Integer, primary_key=True))]
+
+
+def test_table_outside_the_store_metadata_is_refused() -> None:
+    with pytest.raises(PluginError, match=r"'elsewhere' is not in SQLModel\.metadata") as info:
+        Plugins(load_plugins=(), extra=[ForeignTable()]).tables()
+    assert info.value.plugin == "ForeignTable"
+
+
+@dataclass(frozen=True)
+class FakeRoute:
+    """The shape of a Starlette ``Route``: what the hook is documented to return."""
+
+    path: str
+    endpoint: Callable[..., Any]
+
+
+class Routes:
+    @hookimpl
+    def register_routes(self, manager: Host) -> list[FakeRoute]:
+        return [FakeRoute("/p2p/ping", lambda request: manager.settings.enabled)]
+
+
+def test_routes_are_collected_with_the_host(tmp_path: Path) -> None:
+    manager = Manager(plugins=[Routes()], load_plugins=(), data_dir=tmp_path, enabled="0")
+    routes = manager.plugins.routes(manager)
+    assert [r.path for r in routes] == ["/p2p/ping"]
+    assert routes[0].endpoint(None) == "0"
+
+
+def test_hook_specs_type_against_the_host_protocol_not_the_manager() -> None:
+    import ast
+
+    import rubix_integration._host
+    import rubix_integration.hookspecs
+
+    for module in (rubix_integration.hookspecs, rubix_integration._host):
+        tree = ast.parse(Path(str(module.__file__)).read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert "rubix_integration._manager" not in imported, module.__name__
+    spec = rubix_integration.hookspecs.token_synced
+    assert spec.__annotations__["manager"] == "Host"
