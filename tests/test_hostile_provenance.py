@@ -16,8 +16,8 @@ import pytest
 import sqlalchemy as sa
 
 from rubix_integration import InvalidFilterError, Manager, RubixError
-from rubix_integration.codecs import parse_cid
-from rubix_integration.provenance import ProvenanceLogger, dagjson
+from rubix_integration.codecs import dagjson, parse_cid
+from rubix_integration.provenance import ProvenanceLogger
 from rubix_integration.provenance.models import PROVENANCE_TABLE
 
 T = PROVENANCE_TABLE

@@ -11,14 +11,13 @@ import sqlalchemy as sa
 from multiformats import CID as RefCID
 
 from rubix_integration import Manager, hookimpl
-from rubix_integration.codecs import CID, parse_cid
+from rubix_integration.codecs import CID, dagjson, parse_cid
 from rubix_integration.provenance import (
     MAX_RECORD_BYTES,
     InvalidDataError,
     PayloadTooLargeError,
     ProvenanceLogger,
     RecordNotFoundError,
-    dagjson,
 )
 from rubix_integration.provenance.models import PROVENANCE_TABLE
 

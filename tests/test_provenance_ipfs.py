@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from rubix_integration import Manager
-from rubix_integration.provenance import dagjson
+from rubix_integration.codecs import dagjson
 
 TIMEOUT = 20.0
 

@@ -13,8 +13,8 @@ import pytest
 import sqlalchemy as sa
 
 from rubix_integration import Manager
-from rubix_integration.codecs import parse_cid
-from rubix_integration.provenance import InvalidDataError, RecordNotFoundError, dagjson
+from rubix_integration.codecs import dagjson, parse_cid
+from rubix_integration.provenance import InvalidDataError, RecordNotFoundError
 from rubix_integration.provenance import logger as provenance_logger
 from rubix_integration.provenance.models import CID_GROUP, CID_GROUP_BITS, PROVENANCE_TABLE
 from tests.fixtures.stores import legacy_provenance_table

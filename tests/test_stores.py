@@ -231,3 +231,42 @@ def test_sqlite_attached_refuses_bad_names_and_unopenable_files(tmp_path: Path) 
         with store.connect() as conn:
             names = [r[1] for r in conn.exec_driver_sql("PRAGMA database_list")]
         assert "spool" not in names
+
+
+class _BareStore(SQLiteStore):
+    """A store a plugin might register: SQLite underneath, but declaring no primitives."""
+
+    name = "bare"
+    schemes = ("bare",)
+    primitives = frozenset({"bulk_insert"})
+
+    @classmethod
+    def normalise_url(cls, url: str) -> str:
+        return "sqlite://" + url.split("://", 1)[1]
+
+
+def test_a_store_lacking_a_primitive_is_refused_at_start_up(tmp_path: Path) -> None:
+    from rubix_integration.errors import StoreError
+    from rubix_integration.provenance import ProvenanceLogger
+    from rubix_integration.workflow import WorkflowCoordinator
+
+    url = f"bare:///{tmp_path}/bare.db"
+    store = _BareStore(url, settings=resolve_settings(env={}, data_dir=tmp_path))
+    with pytest.raises(StoreError, match=r"'bare'.*json.*provenance"):
+        ProvenanceLogger(store)
+    with pytest.raises(StoreError, match=r"'bare'.*upsert, claim, json, change_version.*workflow"):
+        WorkflowCoordinator(store, provenance=lambda: ProvenanceLogger(store))
+    with pytest.raises(StoreError, match="upsert"):
+        store.upsert(sa.Table("t", sa.MetaData(), sa.Column("id", sa.Integer,
+                                                            primary_key=True)), [{"id": 1}])
+    store.close()
+
+
+def test_no_capability_imports_the_manager() -> None:
+    import rubix_integration
+
+    root = Path(rubix_integration.__file__).parent
+    for package in ("provenance", "workflow", "stores", "codecs"):
+        for source in (root / package).glob("*.py"):
+            text = source.read_text(encoding="utf-8")
+            assert "_manager" not in text, f"{source} imports the Manager"

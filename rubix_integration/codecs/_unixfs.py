@@ -53,11 +53,6 @@ class UnixFSData(NamedTuple):
     def type_name(self) -> str:
         return TYPE_NAMES[self.type]
 
-    @property
-    def is_file_like(self) -> bool:
-        """Raw and File nodes hold file content."""
-        return self.type in (FILE, RAW)
-
 
 def _length(buf: bytes, pos: int, end: int) -> tuple[int, int]:
     b = buf[pos] if pos < end else -1

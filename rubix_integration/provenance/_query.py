@@ -1,5 +1,4 @@
-"""Check query filters at the API boundary, and turn them into SQL conditions for each store's
-JSON operators.
+"""Check query filters at the API boundary; the store turns them into SQL conditions.
 
 Every filter is checked before any SQL is built, so a filter a store could not compare fails the
 same way on every store, with :class:`~rubix_integration.errors.InvalidFilterError`:
@@ -9,26 +8,23 @@ same way on every store, with :class:`~rubix_integration.errors.InvalidFilterErr
 - integers lie in the signed 64-bit range, the one both stores compare integers in (records may
   hold integers up to ``2**64 - 1``; those cannot be filtered on);
 - floats are finite;
-- a data path has 1 to :data:`~rubix_integration.provenance.dagjson.MAX_DEPTH` non-empty field
+- a data path has 1 to :data:`~rubix_integration.codecs.dagjson.MAX_DEPTH` non-empty field
   names: no record holds a value deeper than that;
 - times, limits and offsets fit the stores' 64-bit integers (see :func:`check_window`).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Mapping
 from datetime import datetime, timezone
 from typing import Any
 
-import sqlalchemy as sa
-
 from rubix_integration.codecs import CID
+from rubix_integration.codecs.dagjson import MAX_DEPTH
 from rubix_integration.errors import InvalidFilterError
-from rubix_integration.provenance.dagjson import MAX_DEPTH
 
-__all__ = ["check_data_filter", "check_window", "data_condition", "parse_filters", "to_us"]
+__all__ = ["check_data_filter", "check_window", "parse_filters", "to_us"]
 
 COLUMN_FILTERS = ("type", "chain", "origin_node", "cid", "prev", "published")
 #: The range both stores compare integers in (SQLite's INTEGER, PostgreSQL's bigint).
@@ -265,61 +261,3 @@ def parse_filters(
             paths[parts] = value
     return columns, paths
 
-
-def _sqlite_path(path: tuple[str, ...]) -> str:
-    return "$" + "".join(f".{json.dumps(p)}" for p in path)
-
-
-def _plain_name(part: str) -> bool:
-    # SQLite's JSON path matches a name against its spelling in the stored text: a name of
-    # printable ASCII is spelled alike by every encoder, but one with other characters may be
-    # stored escaped ("\u00e9") or not, and a '"' ends a quoted name in older SQLite versions
-    return '"' not in part and all(" " <= c <= "~" for c in part)
-
-
-def _sqlite_leaf(kind: Any, atom: Any, value: Any) -> sa.ColumnElement[bool]:
-    if value is None:
-        return sa.and_(kind == "null")
-    if isinstance(value, bool):
-        return sa.and_(kind == ("true" if value else "false"))
-    if isinstance(value, (int, float)):
-        return sa.and_(kind.in_(("integer", "real")), atom == value)
-    return sa.and_(kind == "text", atom == value)
-
-
-def _sqlite_walk(column: Any, path: tuple[str, ...], value: Any) -> sa.ColumnElement[bool]:
-    """The field at ``path`` equals ``value``, found by walking ``json_each`` level by level: its
-    ``key`` is the decoded name, however the stored text spells it."""
-    # one EXISTS per level, each over the level above: SQLite has no LATERAL keyword, and a
-    # flat join of the levels reads to SQLAlchemy as a cartesian product
-    levels = [sa.func.json_each(column).table_valued("key", "value", "type", "atom").alias()]
-    for _ in path[1:]:
-        levels.append(sa.func.json_each(levels[-1].c.value)
-                      .table_valued("key", "value", "type", "atom").alias())
-    last = levels[-1]
-    condition: sa.ColumnElement[bool] = sa.exists().where(
-        last.c.key == path[-1], _sqlite_leaf(last.c.type, last.c.atom, value))
-    for each, part in zip(reversed(levels[:-1]), reversed(path[:-1]), strict=True):
-        condition = sa.exists().where(each.c.key == part, each.c.type == "object", condition)
-    return condition
-
-
-def data_condition(
-    dialect: str, column: Any, path: tuple[str, ...], value: Any
-) -> sa.ColumnElement[bool]:
-    """``data`` at ``path`` equals ``value``: JSONB containment on PostgreSQL (served by the GIN
-    index), ``json_extract``/``json_type`` on SQLite."""
-    if dialect == "postgresql":
-        nested: Any = value
-        for part in reversed(path):
-            nested = {part: nested}
-        from sqlalchemy.dialects.postgresql import JSONB
-
-        condition: sa.ColumnElement[bool] = column.op("@>")(
-            sa.cast(sa.literal(json.dumps(nested)), JSONB()))
-        return condition
-    if not all(_plain_name(part) for part in path):
-        return _sqlite_walk(column, path, value)
-    json_path = _sqlite_path(path)
-    return _sqlite_leaf(sa.func.json_type(column, json_path),
-                        sa.func.json_extract(column, json_path), value)

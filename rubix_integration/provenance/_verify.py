@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from rubix_integration.provenance import dagjson
+from rubix_integration.codecs import dagjson
 from rubix_integration.provenance._query import to_us
 from rubix_integration.provenance.logger import ChainProblem, VerifyReport
 

@@ -38,9 +38,8 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from rubix_integration.codecs import CID, parse_cid
+from rubix_integration.codecs import CID, dagjson, parse_cid
 from rubix_integration.errors import ConfigError, InvalidDataError
-from rubix_integration.provenance import dagjson
 from rubix_integration.provenance._query import to_us
 
 if TYPE_CHECKING:
@@ -108,7 +107,7 @@ class Checkpoint:
     signature: bytes
 
     def _fields(self) -> dict[str, Any]:
-        from rubix_integration.provenance.logger import format_time
+        from rubix_integration.codecs.clock import format_time
 
         return {"chain": self.chain, "head": parse_cid(self.head), "key": self.public_key,
                 "seq": self.seq, "time": format_time(self.timestamp_us), "type": CHECKPOINT_TYPE}
@@ -134,7 +133,7 @@ class Checkpoint:
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON values, keys and signature in hex."""
-        from rubix_integration.provenance.logger import format_time
+        from rubix_integration.codecs.clock import format_time
 
         return {"cid": self.cid, "chain": self.chain, "seq": self.seq, "head": self.head,
                 "time": format_time(self.timestamp_us), "public_key": self.public_key.hex(),

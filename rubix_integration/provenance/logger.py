@@ -1,6 +1,6 @@
 """The provenance log: content-addressed, hash-chained records in the configured store.
 
-Each record is one canonical DAG-JSON block (see :mod:`rubix_integration.provenance.dagjson`)::
+Each record is one canonical DAG-JSON block (see :mod:`rubix_integration.codecs.dagjson`)::
 
     {"chain":"…","data":{…},"node":"<store node id>","prev":{"/":"<previous CID>"}|null,
      "seq":N,"time":"2025-01-02T03:04:05.123456Z","type":"…"}
@@ -25,35 +25,63 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from rubix_integration.codecs import CID, parse_cid
-from rubix_integration.errors import InvalidCIDError, StoreError
-from rubix_integration.provenance import dagjson
-from rubix_integration.provenance._query import check_window, data_condition, parse_filters, to_us
-from rubix_integration.provenance.errors import (
+from rubix_integration.codecs import CID, dagjson, parse_cid
+from rubix_integration.codecs.clock import EPOCH, format_time, now_us
+from rubix_integration.errors import (
+    InvalidCIDError,
     InvalidDataError,
     PayloadTooLargeError,
     RecordNotFoundError,
+    StoreError,
 )
+from rubix_integration.ipfs.base import IPFSBackend
+from rubix_integration.provenance._query import check_window, parse_filters
 from rubix_integration.provenance.models import CID_GROUP, CID_GROUP_BITS, PROVENANCE_TABLE
+from rubix_integration.stores.base import Store
+
+#: ``notify(hook_name, **kwargs)``: fire an event hook.
+Notify = Callable[..., object]
+#: The store primitives the provenance log writes and queries through.
+NEEDS = ("bulk_insert", "json")
+
+
+def host_listening(host: object) -> Callable[[str], bool] | None:
+    """Whether a plugin of ``host`` implements a hook (``None`` when the host cannot say)."""
+    relay = getattr(host, "hook", None)
+    if relay is None:
+        return None
+
+    def listening(name: str) -> bool:
+        hook = getattr(relay, name, None)
+        return hook is not None and bool(hook.get_hookimpls())
+
+    return listening
+
+
+def _host_probe(host: object) -> Callable[[], tuple[str, bool]] | None:
+    choose = getattr(host, "choose_ipfs", None)
+    available = getattr(host, "is_ipfs_available", None)
+    if choose is None or available is None:
+        return None
+    return lambda: (str(choose().name), bool(available()))
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
     from sqlalchemy.engine import Connection, Row
 
-    from rubix_integration._manager import Manager
-    from rubix_integration.ipfs.base import IPFSBackend
+    from rubix_integration._host import Host
+    from rubix_integration._settings import Settings
     from rubix_integration.provenance.checkpoints import Checkpoint
-    from rubix_integration.stores.base import Store
 
 __all__ = [
     "MAX_RECORD_BYTES",
@@ -67,8 +95,6 @@ __all__ = [
 #: Largest encoded record accepted (the DAG-JSON block, data included): 1 MiB.
 MAX_RECORD_BYTES = 1024 * 1024
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
 _RAW_COLUMNS = ("cid", "chain", "seq", "prev", "type", "timestamp_us", "origin_node", "data",
                 "block", "published")
 # same name and columns as provenance_records, but data typed as text (never created)
@@ -79,28 +105,6 @@ _RAW_TABLE = sa.Table(
 _MAX_TYPE_LENGTH = 200
 # lookup groups probed by one statement (each is one bound parameter)
 _GROUPS_PER_LOOKUP = 1000
-
-
-def now_us() -> int:
-    """Microseconds since the epoch, from the system clock."""
-    return time.time_ns() // 1000
-
-
-_second_cache: list[Any] = [None, ""]
-
-
-def format_time(us: int) -> str:
-    """``2025-01-02T03:04:05.123456Z`` for microseconds since the epoch."""
-    seconds, micros = divmod(us, 1_000_000)
-    cache = _second_cache
-    if cache[0] != seconds:
-        cache[1] = (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
-        cache[0] = seconds
-    return f"{cache[1]}.{micros:06d}Z"
-
-
-def _time_from_text(text: str) -> int:
-    return to_us(text)
 
 
 @dataclass(frozen=True)
@@ -124,7 +128,7 @@ class ProvenanceRecord:
     @property
     def timestamp(self) -> datetime:
         """When the record was made (UTC)."""
-        return _EPOCH + timedelta(microseconds=self.timestamp_us)
+        return EPOCH + timedelta(microseconds=self.timestamp_us)
 
     def as_dict(self) -> dict[str, Any]:
         """Plain JSON values: links and bytes in their DAG-JSON ``{"/": …}`` form."""
@@ -226,7 +230,7 @@ class Recording:
                 f"{MAX_RECORD_BYTES} bytes (store large content in IPFS and record its CID)",
                 size=len(data_bytes), limit=MAX_RECORD_BYTES, path="data")
         logger = self._logger
-        ts = now_us() if timestamp_us is None else int(timestamp_us)
+        ts = logger.now_us() if timestamp_us is None else int(timestamp_us)
         seq = self._seq + 1
         prev = self._prev
         data_text = data_bytes.decode("utf-8")
@@ -274,7 +278,13 @@ class Recording:
 class ProvenanceLogger:
     """Append, query, verify, publish and export provenance records.
 
-    ``manager`` supplies the store, the IPFS backend and the hooks. ``chain`` names the chain this
+    ``store`` is where records live (or a callable opening it on first use); ``ipfs`` the
+    backend :meth:`publish` pushes to (or a callable giving it); ``settings`` locate the node's
+    key; ``notify(hook_name, **kwargs)`` fires the
+    ``provenance_recorded`` event (``listening(hook_name)`` says whether anyone listens, so that
+    nothing is built for nobody); ``clock`` gives microseconds since the epoch; ``node_id``
+    defaults to the store's. A host object (the Manager) may stand in for ``store``: everything
+    not given is then taken from it (see :meth:`from_host`). ``chain`` names the chain this
     logger writes (resumed from the store); by default every logger starts a chain of its own.
     ``signing_key`` (an Ed25519 private key, or its 32-byte seed) signs checkpoints; by default
     the node's key in the data dir, made on first use. ``trusted_keys`` are the public keys (32
@@ -282,10 +292,41 @@ class ProvenanceLogger:
     logger's own. Safe to share between threads of one process.
     """
 
-    def __init__(self, manager: Manager, *, chain: str | None = None,
-                 signing_key: Ed25519PrivateKey | bytes | None = None,
-                 trusted_keys: Iterable[bytes | str] = ()) -> None:
-        self.manager = manager
+    def __init__(
+        self,
+        store: Store | Callable[[], Store] | Host,
+        *,
+        ipfs: IPFSBackend | Callable[[], IPFSBackend] | None = None,
+        settings: Settings | None = None,
+        notify: Notify | None = None,
+        listening: Callable[[str], bool] | None = None,
+        clock: Callable[[], int] = now_us,
+        node_id: str | None = None,
+        ipfs_probe: Callable[[], tuple[str, bool]] | None = None,
+        chain: str | None = None,
+        signing_key: Ed25519PrivateKey | bytes | None = None,
+        trusted_keys: Iterable[bytes | str] = (),
+    ) -> None:
+        self._store: Store | Callable[[], Store]
+        if isinstance(store, Store):
+            store.require(*NEEDS, by="the provenance log")
+            self._store = store
+        elif callable(store):  # opened on first use
+            self._store = store
+        else:  # a host (the Manager): take from it what was not given
+            host = store
+            self._store = lambda: host.store
+            settings = settings if settings is not None else host.settings
+            ipfs = ipfs if ipfs is not None else host.ipfs
+            notify = notify if notify is not None else host.notify
+            listening = listening if listening is not None else host_listening(host)
+            ipfs_probe = ipfs_probe if ipfs_probe is not None else _host_probe(host)
+        self._ipfs = ipfs
+        self._settings = settings
+        self._notify = notify
+        self._listening = listening
+        self._clock = clock
+        self._ipfs_probe = ipfs_probe
         self._signing_key = signing_key
         self._trusted_keys = tuple(trusted_keys)
         self.chain = chain if chain is not None else uuid.uuid4().hex
@@ -294,22 +335,40 @@ class ProvenanceLogger:
         self._named = chain is not None
         self._lock = threading.RLock()
         self._head: tuple[str | None, int] | None = None if self._named else (None, -1)
-        self._node_id: str | None = None
+        self._node_id: str | None = node_id
+
+    @classmethod
+    def from_host(cls, host: Host, **kwargs: Any) -> ProvenanceLogger:
+        """A logger on what ``host`` (the Manager) offers: its store, IPFS, settings, hooks."""
+        return cls(host, **kwargs)
 
     # --- plumbing ------------------------------------------------------------------------------
 
     @property
     def store(self) -> Store:
-        return self.manager.store
+        store = self._store
+        if not isinstance(store, Store):
+            store = store()
+            store.require(*NEEDS, by="the provenance log")
+            self._store = store
+        return store
 
     @property
     def node_id(self) -> str:
         """The id of the store this logger writes to (recorded as ``node`` in every block)."""
         if self._node_id is None:
-            from rubix_integration.stores.models import get_node_id
-
-            self._node_id = get_node_id(self.store)
+            self._node_id = self.store.node_id
         return self._node_id
+
+    def now_us(self) -> int:
+        """The time this logger stamps records with (microseconds since the epoch)."""
+        return self._clock()
+
+    def _data_dir(self) -> Path:
+        if self._settings is None:
+            raise StoreError("the provenance log has no settings to find the node's key in; "
+                             "pass settings= or signing_key=")
+        return self._settings.data_dir
 
     def _load_head(self) -> tuple[str | None, int]:
         t = PROVENANCE_TABLE
@@ -348,11 +407,11 @@ class ProvenanceLogger:
     def _announce(self, records: Sequence[ProvenanceRecord]) -> None:
         if not records:
             return
-        hook = getattr(self.manager.hook, "provenance_recorded", None)
-        if hook is None or not hook.get_hookimpls():
+        notify, listening = self._notify, self._listening
+        if notify is None or (listening is not None and not listening("provenance_recorded")):
             return
         for record in records:
-            self.manager.notify("provenance_recorded", record=record.as_dict())
+            notify("provenance_recorded", record=record.as_dict())
 
     # --- appending -----------------------------------------------------------------------------
 
@@ -472,10 +531,10 @@ class ProvenanceLogger:
         columns, paths = parse_filters(filters)
         limit, offset, since_us, until_us = check_window(
             limit=limit, offset=offset, since=since, until=until)
-        dialect = self.store.engine.dialect.name
+        store = self.store
         query = sa.select(t)
         for path, value in paths.items():
-            query = query.where(data_condition(dialect, t.c.data, path, value))
+            query = query.where(store.json_path_equals(t.c.data, path, value))
         if since_us is not None:
             query = query.where(t.c.timestamp_us >= since_us)
         if until_us is not None:
@@ -496,10 +555,10 @@ class ProvenanceLogger:
         """How many records match ``filters`` (as in :meth:`query_logs`)."""
         t = PROVENANCE_TABLE
         columns, paths = parse_filters(filters)
-        dialect = self.store.engine.dialect.name
+        store = self.store
         query = sa.select(sa.func.count()).select_from(t)
         for path, value in paths.items():
-            query = query.where(data_condition(dialect, t.c.data, path, value))
+            query = query.where(store.json_path_equals(t.c.data, path, value))
         with self.store.connect() as conn:
             return int(conn.execute(query.where(*_column_conditions(conn, columns))).scalar_one())
 
@@ -536,7 +595,7 @@ class ProvenanceLogger:
         with self.store.connect() as conn:
             result = conn.execution_options(yield_per=2000).execute(query)
             report = verify_rows(result, anchors=anchors,
-                                 numeric=self.store.engine.dialect.name == "postgresql")
+                                 numeric=self.store.json_numbers_as_numeric)
         return VerifyReport(records=report.records, chains=report.chains,
                             problems=tuple(problems) + report.problems, checkpoints=checked,
                             unanchored=report.unanchored)
@@ -549,7 +608,7 @@ class ProvenanceLogger:
         with self._lock:
             key = self._signing_key
             if key is None:
-                key = cps.load_or_create_key(cps.key_path(self.manager.settings.data_dir))
+                key = cps.load_or_create_key(cps.key_path(self._data_dir()))
             else:
                 key = cps.private_key(key)
             self._signing_key = key
@@ -570,7 +629,7 @@ class ProvenanceLogger:
         if self._signing_key is not None:
             trusted.add(self.public_key)
         else:  # this node's own key, if it has one: verifying makes none
-            path = cps.key_path(self.manager.settings.data_dir)
+            path = cps.key_path(self._data_dir())
             if path.exists():
                 trusted.add(cps.public_key_bytes(cps.load_key(path)))
         return trusted
@@ -596,7 +655,7 @@ class ProvenanceLogger:
             raise StoreError(
                 f"provenance chain {name!r}: its last record {cid} does not match its CID; "
                 "run verify() before signing it", backend=self.store.name)
-        checkpoint = cps.sign(key, chain=name, seq=seq, head=cid, timestamp_us=now_us())
+        checkpoint = cps.sign(key, chain=name, seq=seq, head=cid, timestamp_us=self.now_us())
         cps.ensure_table(self.store)
         cps.insert(self.store, checkpoint)
         return checkpoint
@@ -626,11 +685,17 @@ class ProvenanceLogger:
         """
         from rubix_integration.provenance import checkpoints as cps
 
-        target = backend if backend is not None else self.manager.ipfs()
+        target = backend if backend is not None else self._backend()
         pushed = self._push(target, PROVENANCE_TABLE, batch, timeout)
         if cps.has_table(self.store):
             pushed += self._push(target, cps.CHECKPOINT_TABLE, batch, timeout)
         return pushed
+
+    def _backend(self) -> IPFSBackend:
+        ipfs = self._ipfs
+        if ipfs is None:
+            raise StoreError("no IPFS backend was handed to this logger; pass one to publish()")
+        return ipfs if isinstance(ipfs, IPFSBackend) else ipfs()
 
     def _push(self, target: IPFSBackend, t: sa.Table, batch: int,
               timeout: float | None) -> int:
@@ -670,11 +735,12 @@ class ProvenanceLogger:
             "store": self.store.name,
         }
         try:
-            choice = self.manager.choose_ipfs()
-            available = self.manager.is_ipfs_available()
-            out["ipfs_backend"] = choice.name
+            if self._ipfs_probe is None:
+                raise StoreError("no IPFS detection was handed to this logger")
+            name, available = self._ipfs_probe()
+            out["ipfs_backend"] = name
             out["ipfs_node_available"] = available
-            out["mode"] = (f"local-first; publish() pushes blocks to IPFS through {choice.name!r}"
+            out["mode"] = (f"local-first; publish() pushes blocks to IPFS through {name!r}"
                            if available else
                            "local only: no IPFS node reachable; records stay in the store")
         except Exception as exc:  # status must never fail on detection problems

@@ -20,8 +20,7 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
-from rubix_integration.codecs import CID
-from rubix_integration.provenance import dagjson
+from rubix_integration.codecs import CID, dagjson
 from rubix_integration.provenance.logger import ProvenanceRecord
 
 __all__ = ["IPFS_NS", "RUBIX_NS", "to_prov_document"]

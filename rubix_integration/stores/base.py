@@ -16,6 +16,15 @@ What a store promises:
 - :meth:`bulk_insert` writes many plain rows in one transaction through the driver's fastest path
   (``executemany`` on SQLite, ``COPY`` on PostgreSQL), not through ORM objects. Given a connection
   from :meth:`transaction`, it joins that transaction, so a delete and an insert commit together.
+- The dialect-dependent primitives capabilities need are the store's, never theirs (see
+  :mod:`rubix_integration.stores.primitives`): :meth:`~StorePrimitives.upsert` (insert, or update
+  a row whose values differ; returns rows inserted or changed), :meth:`~StorePrimitives.claim` /
+  :meth:`~StorePrimitives.locked` (rows locked so that concurrent claimers get different ones),
+  JSON conditions (:meth:`~StorePrimitives.json_path_equals` and the array tests) and
+  :meth:`~StorePrimitives.stamp` (``origin_node`` and the next ``change_version`` of a
+  replicated row). ``primitives`` lists those a store implements, and
+  :meth:`~StorePrimitives.require` raises :class:`~rubix_integration.errors.StoreError` naming
+  the store and the primitive it lacks: a capability calls it when it is built.
 - :meth:`ping` and :meth:`describe` report reachability for ``status()``.
 - Failures to reach or create the database raise
   :class:`~rubix_integration.errors.StoreUnavailableError` naming the masked URL (or the path) and
@@ -47,6 +56,7 @@ from rubix_integration.errors import (
     UnknownStoreError,
 )
 from rubix_integration.stores.models import META_TABLE, SCHEMA_VERSION
+from rubix_integration.stores.primitives import StorePrimitives
 
 if TYPE_CHECKING:
     from rubix_integration._settings import Settings
@@ -63,13 +73,14 @@ def url_scheme(url: str) -> str:
     return scheme.split("+", 1)[0].strip().lower()
 
 
-class Store:
+class Store(StorePrimitives):
     """A SQL database holding the package's tables. Subclass it for each kind of database.
 
     Subclasses set ``name``, ``schemes``, ``driver`` (the module that must import) and
     ``install_hint``, and implement :meth:`_create_engine`, :meth:`_copy_rows` and
     :meth:`_schema_lock`. They may override :meth:`normalise_url`, :meth:`_unavailable_reason` and
-    :meth:`_server_version`.
+    :meth:`_server_version`. A store that implements more primitives (upsert, claim, JSON
+    conditions, change versions) lists them in ``primitives`` and implements their hooks.
     """
 
     name: ClassVar[str] = ""
@@ -78,6 +89,7 @@ class Store:
     install_hint: ClassVar[str] = ""
 
     metadata: ClassVar[sa.MetaData] = SQLModel.metadata
+    primitives: ClassVar[frozenset[str]] = frozenset({"bulk_insert"})
 
     def __init__(self, url: str, *, settings: Settings) -> None:
         try:
@@ -92,6 +104,7 @@ class Store:
                               source=settings.sources.get("store_url")) from exc
         self.settings = settings
         self._engine: Engine | None = None
+        self._node_id_cache: str | None = None
 
     # --- identity ------------------------------------------------------------------------------
 
@@ -194,6 +207,13 @@ class Store:
         The connection runs Core statements and can be passed to :meth:`bulk_insert`.
         """
         with self.connect() as conn, self._transaction_on(conn):
+            yield conn
+
+    @contextmanager
+    def transaction_on(self, conn: Connection) -> Iterator[Connection]:
+        """One transaction on ``conn`` (from :meth:`connect`), begun as :meth:`transaction`
+        begins its own (a write lock on SQLite): committed on success, rolled back on error."""
+        with self._transaction_on(conn):
             yield conn
 
     @contextmanager

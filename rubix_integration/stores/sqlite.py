@@ -22,7 +22,9 @@ from sqlalchemy.pool import StaticPool
 
 from rubix_integration.errors import StoreError, StoreUnavailableError
 from rubix_integration.hookspecs import hookimpl
+from rubix_integration.stores import _json
 from rubix_integration.stores.base import Store
+from rubix_integration.stores.primitives import PRIMITIVES, UPSERT_BATCH
 
 __all__ = ["SQLiteStore", "register_stores"]
 
@@ -37,6 +39,7 @@ class SQLiteStore(Store):
     schemes: ClassVar[tuple[str, ...]] = ("sqlite",)
     driver: ClassVar[str] = "sqlite3"
     install_hint: ClassVar[str] = "a Python built with the sqlite3 module"
+    primitives: ClassVar[frozenset[str]] = frozenset(PRIMITIVES)
 
     @property
     def database_path(self) -> Path | None:
@@ -86,6 +89,21 @@ class SQLiteStore(Store):
 
     def _begin(self, conn: Connection) -> None:
         conn.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
+
+    #: Row spools this store loads in C (see :mod:`rubix_integration.stores.spools`).
+    spool_kind: ClassVar[str] = "sqlite"
+
+    @contextmanager
+    def load_spool(self, table: sa.Table, path: str, columns: Sequence[str], *,
+                   key: tuple[str, Any]) -> Iterator[Connection]:
+        """Replace the rows of ``table`` whose ``key[0]`` is ``key[1]`` with a SQLite spool's,
+        in one transaction that yields before it commits; no row passes through Python."""
+        from rubix_integration.stores.spools import SQLiteSpool, delete_rows
+
+        with self.attached({SQLiteSpool.schema: path}) as conn:
+            delete_rows(conn, table, key)
+            conn.exec_driver_sql(SQLiteSpool.copy_sql(table.name, columns))
+            yield conn
 
     @contextmanager
     def attached(self, databases: Mapping[str, str | os.PathLike[str]]) -> Iterator[Connection]:
@@ -146,6 +164,100 @@ class SQLiteStore(Store):
 
     def _server_version(self, conn: Connection) -> str:
         return sqlite3.sqlite_version
+
+    # --- primitives ----------------------------------------------------------------------------
+
+    def _upsert(self, conn: Connection, table: sa.Table, names: list[str], keys: list[str],
+                update: list[str], rows: list[Mapping[str, Any]]) -> int:
+        from sqlalchemy.dialects.sqlite import insert
+
+        count = 0
+        for start in range(0, len(rows), UPSERT_BATCH):
+            stmt = insert(table).values(list(rows[start:start + UPSERT_BATCH]))
+            if update:
+                excluded = stmt.excluded
+                # rows whose values are all the same are skipped: no write, not counted
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=keys,
+                    set_={c: excluded[c] for c in update},
+                    where=sa.or_(*(table.c[c].is_distinct_from(excluded[c]) for c in update)))
+            else:
+                stmt = stmt.on_conflict_do_nothing(index_elements=keys)
+            count += max(0, conn.execute(stmt).rowcount)
+        return count
+
+    def _insert_missing(self, conn: Connection, table: sa.Table, rows: list[Mapping[str, Any]],
+                        returning: list[sa.ColumnElement[Any]]) -> list[sa.Row[Any]]:
+        from sqlalchemy.dialects.sqlite import insert
+
+        keys = [c.name for c in table.primary_key.columns]
+        stmt = insert(table).values(rows).on_conflict_do_nothing(index_elements=keys)
+        if not returning:
+            conn.execute(stmt)
+            return []
+        return list(conn.execute(stmt.returning(*returning)).all())
+
+    def _locked(self, query: sa.Select[Any], skip_locked: bool) -> sa.Select[Any]:
+        # SQLite locks the whole database for writing: the transaction (BEGIN IMMEDIATE) already
+        # keeps other claimers out until it ends
+        return query
+
+    def _claim_update(self, conn: Connection, table: sa.Table, query: sa.Select[Any],
+                      values: dict[str, Any], per_row: dict[str, Sequence[Any]],
+                      carry: list[str], returning: list[sa.ColumnElement[Any]],
+                      hints: list[str]) -> list[tuple[Any, ...]]:
+        # the write lock is held: read the rows, then change them one by one (no round trips)
+        key = query.selected_columns[0]
+        found = conn.execute(query).all()
+        out: list[tuple[Any, ...]] = []
+        for i, row in enumerate(found):
+            sets = {**values, **{name: seq[i] for name, seq in per_row.items()}}
+            if "change_version" in table.c:
+                sets = self.stamp(table, [sets])[0]
+            changed = conn.execute(
+                sa.update(table).where(table.c[key.name] == row[0]).values(sets)
+                .returning(*returning)).one()
+            out.append((*changed, *(row._mapping[c] for c in carry)))
+        return out
+
+    def _update_each(self, conn: Connection, table: sa.Table, key: str,
+                     items: list[Mapping[str, Any]], assign: list[str], expect: dict[str, str],
+                     values: dict[str, Any], where: list[sa.ColumnElement[bool]],
+                     returning: list[sa.ColumnElement[Any]]) -> list[sa.Row[Any]]:
+        out: list[sa.Row[Any]] = []
+        for item in items:
+            conditions = [table.c[key] == item[key], *where]
+            conditions += [table.c[col] == item[field] for col, field in expect.items()
+                           if item[field] is not None]
+            sets = {**values, **{col: item[col] for col in assign}}
+            if "change_version" in table.c:
+                sets = self.stamp(table, [sets])[0]
+            row = conn.execute(sa.update(table).where(*conditions).values(sets)
+                               .returning(*returning)).first()
+            if row is not None:
+                out.append(row)
+        return out
+
+    def _json_path_equals(self, column: Any, path: tuple[str, ...],
+                          value: Any) -> sa.ColumnElement[bool]:
+        return _json.sqlite_path_equals(column, path, value)
+
+    def _json_array(self, op: str, column: Any, arg: Any) -> sa.ColumnElement[bool]:
+        build = {"contains": _json.sqlite_array_contains, "within": _json.sqlite_array_within,
+                 "overlaps": _json.sqlite_array_overlaps}[op]
+        return build(column, arg)
+
+    def _next_versions(self, conn: Connection | None, table: sa.Table,
+                       count: int) -> list[Any]:
+        # the write lock the transaction holds makes "largest + 1" safe
+        largest = sa.func.coalesce(sa.func.max(table.c.change_version), 0)
+        if count == 1:
+            return [sa.select(largest + 1).scalar_subquery()]
+        if conn is None:
+            raise StoreError("stamping several rows needs the connection that writes them",
+                             url=self.masked_url, backend=self.name)
+        base = int(conn.execute(sa.select(largest)).scalar_one())
+        return [base + i + 1 for i in range(count)]
 
 
 def _on_connect(dbapi_conn: Any, _record: Any) -> None:

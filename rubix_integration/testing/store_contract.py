@@ -1,8 +1,9 @@
 """The behaviour every store shares, as a pytest class to subclass.
 
 A store passes when it creates the schema idempotently (also from several processes at once),
-writes many rows in one transaction, joins a caller's transaction, and reports and translates its
-failures as :mod:`rubix_integration.stores.base` says::
+writes many rows in one transaction, joins a caller's transaction, reports and translates its
+failures as :mod:`rubix_integration.stores.base` says, and keeps the primitives it declares
+(upsert, claim, JSON conditions, change versions; see :mod:`._store_primitives`)::
 
     import pytest
     from rubix_integration.testing import StoreContract
@@ -35,6 +36,7 @@ from rubix_integration._settings import Settings, resolve_settings
 from rubix_integration.errors import StoreError, UnknownStoreError
 from rubix_integration.stores.base import Store
 from rubix_integration.stores.models import SCHEMA_VERSION, StoreMeta, get_meta, get_node_id
+from rubix_integration.testing._store_primitives import StorePrimitivesContract
 
 __all__ = ["StoreContract"]
 
@@ -70,7 +72,7 @@ def _create_schema_in_child(
         results.put(("error", f"{type(exc).__name__}: {exc}"))
 
 
-class StoreContract:
+class StoreContract(StorePrimitivesContract):
     """The store contract; subclass it as ``Test…`` and provide ``contract_store_url``.
 
     Class attributes to set:

@@ -8,19 +8,19 @@ tags and capabilities match; :class:`Worker` runs handlers.
 
 from __future__ import annotations
 
+from rubix_integration.errors import (
+    LeaseLostError,
+    TaskConflictError,
+    TaskError,
+    TaskNotFoundError,
+    TaskStateError,
+)
 from rubix_integration.workflow.coordinator import (
     MAX_BATCH,
     MAX_PAYLOAD_BYTES,
     STATES,
     Task,
     WorkflowCoordinator,
-)
-from rubix_integration.workflow.errors import (
-    LeaseLostError,
-    TaskConflictError,
-    TaskError,
-    TaskNotFoundError,
-    TaskStateError,
 )
 from rubix_integration.workflow.worker import Worker, WorkerStats, load_handler
 

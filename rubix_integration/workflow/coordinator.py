@@ -22,7 +22,7 @@ Task states::
   passes its claim's ``lease_token``, or is the coordinator instance that made the claim (each
   instance remembers, in memory, the tokens of the claims it made, so that its bare calls are
   fenced too). Any other caller, and a token (or worker id) that no longer holds the task, gets
-  :class:`~rubix_integration.workflow.errors.LeaseLostError` and changes nothing, so each task
+  :class:`~rubix_integration.errors.LeaseLostError` and changes nothing, so each task
   has exactly one accepted result. A holder whose lease ran out but whose task nobody claimed
   yet still holds it. :meth:`WorkflowCoordinator.complete_tasks` accepts several results in one
   transaction, each fenced on its own: the refused ones change nothing and say why.
@@ -74,31 +74,32 @@ from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 import sqlalchemy as sa
 
-from rubix_integration.codecs import parse_cid
-from rubix_integration.errors import RubixError, StoreUnavailableError
-from rubix_integration.provenance import dagjson
-from rubix_integration.provenance.errors import InvalidDataError, PayloadTooLargeError
-from rubix_integration.provenance.logger import format_time, now_us
-from rubix_integration.workflow.errors import (
+from rubix_integration.codecs import dagjson, parse_cid
+from rubix_integration.codecs.clock import format_time, now_us
+from rubix_integration.errors import (
+    InvalidDataError,
     LeaseLostError,
+    PayloadTooLargeError,
+    RubixError,
+    StoreUnavailableError,
     TaskConflictError,
     TaskError,
     TaskNotFoundError,
     TaskStateError,
 )
+from rubix_integration.stores.base import Store
 from rubix_integration.workflow.matching import (
     normalise_capabilities,
     parse_tags,
     storable_text,
 )
-from rubix_integration.workflow.models import CHANGE_SEQUENCE, TASK_TABLE
+from rubix_integration.workflow.models import TASK_TABLE
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
 
-    from rubix_integration._manager import Manager
+    from rubix_integration._host import Host
     from rubix_integration.provenance import ProvenanceLogger, Recording
-    from rubix_integration.stores.base import Store
 
 __all__ = ["MAX_BATCH", "MAX_PAYLOAD_BYTES", "STATES", "Task", "WorkflowCoordinator"]
 
@@ -120,6 +121,8 @@ _MAX_REMEMBERED = 100_000
 # a NUL character as the JSON encoder writes it, not preceded by an escaping backslash
 _NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 _T = TASK_TABLE
+#: The store primitives the workflow runs on.
+NEEDS = ("upsert", "claim", "json", "change_version")
 _R = TypeVar("_R")
 
 # the task columns in Task's order, for statements that return rows through the driver
@@ -298,24 +301,48 @@ class WorkflowCoordinator:
 
     def __init__(
         self,
-        manager: Manager,
+        store: Store | Callable[[], Store] | Host,
         *,
+        provenance: ProvenanceLogger | Callable[[], ProvenanceLogger] | None = None,
+        notify: Callable[..., object] | None = None,
+        listening: Callable[[str], bool] | None = None,
+        clock: Callable[[], int] = now_us,
         lease_seconds: float = 30.0,
         max_attempts: int = 3,
         backoff_base: float = 1.0,
         backoff_max: float = 300.0,
         preferred_wait: float = 30.0,
-        provenance: ProvenanceLogger | None = None,
     ) -> None:
         if lease_seconds <= 0 or max_attempts < 1 or backoff_base < 0 or backoff_max < 0:
             raise ValueError("lease_seconds must be > 0, max_attempts >= 1, backoffs >= 0")
-        self.manager = manager
+        self._store: Store | Callable[[], Store]
+        if isinstance(store, Store):
+            store.require(*NEEDS, by="the workflow")
+            self._store = store
+        elif callable(store):  # opened on first use
+            self._store = store
+        else:  # a host (the Manager): take from it what was not given
+            from rubix_integration.provenance.logger import host_listening
+
+            host = store
+            self._store = lambda: host.store
+            if provenance is None:
+                provenance = lambda: host.provenance  # noqa: E731 - built on first use
+            notify = notify if notify is not None else host.notify
+            listening = listening if listening is not None else host_listening(host)
+        if provenance is None:
+            raise ValueError("a workflow built on a store needs provenance= (a ProvenanceLogger "
+                             "or a callable giving one)")
+        self._provenance_source = provenance
+        self._notify = notify
+        self._listening = listening
+        self._clock = clock
         self.lease_seconds = float(lease_seconds)
         self.max_attempts = int(max_attempts)
         self.backoff_base = float(backoff_base)
         self.backoff_max = float(backoff_max)
         self.preferred_wait = float(preferred_wait)
-        self._provenance = provenance
+        self._provenance: ProvenanceLogger | None = None
         self._last_sweep = 0.0
         self._local = threading.local()  # the connection keep_connection() holds, per thread
         # task id -> lease token of the claims this instance made and still holds (see the
@@ -325,25 +352,36 @@ class WorkflowCoordinator:
 
     # --- plumbing ------------------------------------------------------------------------------
 
+    @classmethod
+    def from_host(cls, host: Host, **kwargs: Any) -> WorkflowCoordinator:
+        """A coordinator on what ``host`` (the Manager) offers: its store, provenance log and
+        hooks."""
+        return cls(host, **kwargs)
+
     @property
     def store(self) -> Store:
-        return self.manager.store
+        store = self._store
+        if not isinstance(store, Store):
+            store = store()
+            store.require(*NEEDS, by="the workflow")
+            self._store = store
+        return store
 
     @property
     def provenance(self) -> ProvenanceLogger:
         if self._provenance is None:
-            self._provenance = self.manager.provenance
+            source = self._provenance_source
+            self._provenance = source if not callable(source) else source()
         return self._provenance
+
+    def _now(self) -> int:
+        return self._clock()
 
     @property
     def _pg(self) -> bool:
+        # claims and completions on PostgreSQL keep their hand-written statements, run through
+        # psycopg: the store's generic primitives cost about a third of the throughput there
         return self.store.engine.dialect.name == "postgresql"
-
-    def _next_version(self) -> Any:
-        if self._pg:
-            return CHANGE_SEQUENCE.next_value()
-        return (sa.select(sa.func.coalesce(sa.func.max(_T.c.change_version), 0) + 1)
-                .scalar_subquery())
 
     def _record(self, rec: Recording, task: Task, old_state: str | None,
                 result_cid: str | None = None, *, forced: bool = False) -> None:
@@ -364,28 +402,27 @@ class WorkflowCoordinator:
         rec.add("task_state", data)
 
     def _announce(self, events: Sequence[tuple[Task, str | None]]) -> None:
-        hook = getattr(self.manager.hook, "task_state_changed", None)
-        if hook is None or not hook.get_hookimpls():
+        notify, listening = self._notify, self._listening
+        if notify is None or (listening is not None and not listening("task_state_changed")):
             return
         for task, old_state in events:
-            self.manager.notify("task_state_changed", task=task.as_dict(), old_state=old_state,
+            notify("task_state_changed", task=task.as_dict(), old_state=old_state,
                                 new_state=task.state)
 
     def _load(self, conn: Connection, task_id: str, *, lock: bool = True) -> Any:
         query = sa.select(_T).where(_T.c.task_id == task_id, _T.c.deleted_at.is_(None))
-        if lock and self._pg:
-            query = query.with_for_update()
+        if lock:
+            query = self.store.locked(query)
         row = conn.execute(query).first()
         if row is None:
             raise TaskNotFoundError(f"no task {task_id!r}", task_id=task_id)
         return row
 
     def _update(self, conn: Connection, task_id: str, **values: Any) -> Task:
-        values.setdefault("updated_at_us", now_us())
+        values.setdefault("updated_at_us", self._now())
         row = conn.execute(
             sa.update(_T).where(_T.c.task_id == task_id)
-            .values(origin_node=self.provenance.node_id, change_version=self._next_version(),
-                    **values)
+            .values(self.store.stamp(_T, [values])[0])
             .returning(*_T.c)).one()
         return Task.from_row(row)
 
@@ -461,7 +498,7 @@ class WorkflowCoordinator:
         submits and other threads are not affected; nested use keeps the outer connection. On
         SQLite, where a pooled connection costs no round trip, it changes nothing.
         """
-        if not self._pg or getattr(self._local, "conn", None) is not None:
+        if not self.store.reuses_connections or getattr(self._local, "conn", None) is not None:
             yield
             return
         with self.store.connect() as conn:
@@ -499,7 +536,7 @@ class WorkflowCoordinator:
                 yield conn
                 committing.append(True)
             return
-        with kept.begin():
+        with self.store.transaction_on(kept):
             yield kept
             committing.append(True)
 
@@ -526,6 +563,12 @@ class WorkflowCoordinator:
             raise StoreUnavailableError(
                 f"{store.name} store {store.masked_url} is unavailable: the connection was lost "
                 f"and could not be replaced: {reason}",
+                url=store.masked_url, backend=store.name) from exc
+        except StoreUnavailableError as exc:  # the store could not begin on it either
+            store = self.store
+            raise StoreUnavailableError(
+                f"{store.name} store {store.masked_url} is unavailable: the connection was lost "
+                f"and could not be replaced: {exc}",
                 url=store.masked_url, backend=store.name) from exc
 
     @staticmethod
@@ -573,7 +616,7 @@ class WorkflowCoordinator:
             "priority": priority, "data": _payload(data, "data"), "tags": list(tagset.tags),
             "required_caps": list(tagset.required), "preferred_caps": list(tagset.preferred),
             "attempts": 0, "max_attempts": attempts, "created_at_us": now,
-            "updated_at_us": now, "due_at_us": now, "origin_node": self.provenance.node_id,
+            "updated_at_us": now, "due_at_us": now,
         }
 
     def submit_task(
@@ -587,7 +630,7 @@ class WorkflowCoordinator:
         max_attempts: int | None = None,
     ) -> Task:
         """Queue a task; return it. Idempotent: an existing identical task is returned as is."""
-        row = self._new_row(task_id, task_type, data, priority, tags, max_attempts, now_us())
+        row = self._new_row(task_id, task_type, data, priority, tags, max_attempts, self._now())
         created = self._insert([row])
         if created:
             return created[0]
@@ -606,7 +649,7 @@ class WorkflowCoordinator:
 
         Ids that exist already are skipped; return how many were created.
         """
-        now = now_us()
+        now = self._now()
         rows = [self._new_row(t["task_id"], t["task_type"], t.get("data"), t.get("priority", 0),
                               t.get("tags"), t.get("max_attempts"), now) for t in tasks]
         return len(self._insert(rows))
@@ -614,27 +657,12 @@ class WorkflowCoordinator:
     def _insert(self, rows: list[dict[str, Any]]) -> list[Task]:
         if not rows:
             return []
-        dialect = self.store.engine.dialect.name
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert as dialect_insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
+        store = self.store
         created: list[Task] = []
-        with self.provenance.recording() as rec, self.store.transaction() as conn:
-            for start in range(0, len(rows), 1000):
-                chunk = rows[start:start + 1000]
-                if dialect == "postgresql":
-                    stmt = (dialect_insert(_T).values(
-                        [{**r, "change_version": CHANGE_SEQUENCE.next_value()} for r in chunk])
-                        .on_conflict_do_nothing(index_elements=["task_id"]).returning(*_T.c))
-                    created.extend(Task.from_row(r) for r in conn.execute(stmt))
-                else:
-                    base = int(conn.execute(sa.select(
-                        sa.func.coalesce(sa.func.max(_T.c.change_version), 0))).scalar_one())
-                    values = [{**r, "change_version": base + i + 1} for i, r in enumerate(chunk)]
-                    stmt = (dialect_insert(_T).values(values)
-                            .on_conflict_do_nothing(index_elements=["task_id"]).returning(*_T.c))
-                    created.extend(Task.from_row(r) for r in conn.execute(stmt))
+        with self.provenance.recording() as rec, store.transaction() as conn:
+            stamped = store.stamp(_T, rows, connection=conn)
+            created.extend(Task.from_row(r) for r in store.insert_missing(
+                _T, stamped, connection=conn, returning=list(_T.c)))
             for task in created:
                 self._record(rec, task, None)
             rec.flush(conn)
@@ -688,14 +716,14 @@ class WorkflowCoordinator:
         if types is not None and not types:
             return []
         self._sweep()
-        now = now_us()
+        now = self._now()
         params: dict[str, Any] = {
             "now": now, "worker": worker_id, "exp": now + int(self.lease_seconds * 1_000_000),
             "pref_cutoff": now - int(self.preferred_wait * 1_000_000),
             "node": self.provenance.node_id, "limit": limit, "caps": json.dumps(list(caps)),
             "tokens": [secrets.token_hex(16) for _ in range(limit)],
         }
-        claim = self._claim_pg if self._pg else self._claim_sqlite
+        claim = self._claim_pg if self._pg else self._claim
 
         def body(conn: Connection, rec: Recording) -> list[tuple[Task, str]]:
             claimed = claim(conn, params, caps, types)
@@ -743,34 +771,32 @@ class WorkflowCoordinator:
         rows = cls._pg_rows(conn, sql, params, setup=("SET LOCAL enable_sort = off",))
         return [(Task._from_values(r), str(r[-1])) for r in rows]
 
-    def _claim_sqlite(self, conn: Connection, params: dict[str, Any], caps: tuple[str, ...],
-                      types: list[str] | None) -> list[tuple[Task, str]]:
-        type_clause = ""
-        params = dict(params)
+    def _claim(self, conn: Connection, params: dict[str, Any], caps: tuple[str, ...],
+               types: list[str] | None) -> list[tuple[Task, str]]:
+        store = self.store
+        caps_list = list(caps)
+        query = sa.select(_T.c.task_id, _T.c.state.label("old_state")).where(
+            _T.c.due_at_us.is_not(None), _T.c.due_at_us <= params["now"],
+            _T.c.attempts < _T.c.max_attempts, _T.c.deleted_at.is_(None),
+            store.json_array_within(_T.c.required_caps, caps_list),
+            sa.or_(store.json_array_within(_T.c.preferred_caps, []),
+                   store.json_array_overlaps(_T.c.preferred_caps, caps_list),
+                   _T.c.created_at_us <= params["pref_cutoff"]),
+        )
         if types is not None:
-            params["types"] = json.dumps(types)
-            type_clause = "AND task_type IN (SELECT value FROM json_each(:types))"
-        found = conn.execute(sa.text(f"""
-            SELECT task_id, state FROM workflow_tasks
-            WHERE due_at_us IS NOT NULL AND due_at_us <= :now
-              AND attempts < max_attempts AND deleted_at IS NULL
-              AND NOT EXISTS (SELECT 1 FROM json_each(required_caps)
-                              WHERE value NOT IN (SELECT value FROM json_each(:caps)))
-              AND (preferred_caps = '[]'
-                   OR EXISTS (SELECT 1 FROM json_each(preferred_caps)
-                              WHERE value IN (SELECT value FROM json_each(:caps)))
-                   OR created_at_us <= :pref_cutoff)
-              {type_clause}
-            ORDER BY priority DESC, created_at_us, task_id LIMIT :limit"""),
-            {k: v for k, v in params.items() if k != "tokens"}).all()
-        claimed = []
-        for (task_id, old_state), token in zip(found, params["tokens"], strict=False):
-            task = self._update(
-                conn, task_id, state="running", worker_id=params["worker"], lease_token=token,
-                lease_expires_at_us=params["exp"], due_at_us=params["exp"],
-                attempts=_T.c.attempts + 1, updated_at_us=params["now"])
-            claimed.append((task, str(old_state)))
-        return claimed
+            query = query.where(_T.c.task_type.in_(types))
+        query = query.order_by(_T.c.priority.desc(), _T.c.created_at_us, _T.c.task_id)
+        rows = store.claim_update(
+            conn, _T, query, limit=params["limit"],
+            values={"state": "running", "worker_id": params["worker"],
+                    "lease_expires_at_us": params["exp"], "due_at_us": params["exp"],
+                    "attempts": _T.c.attempts + 1, "updated_at_us": params["now"]},
+            per_row={"lease_token": params["tokens"]}, carry=["old_state"],
+            returning=[_T.c[c] for c in _COLUMNS],
+            # walk the claim index in order instead of sorting every claimable row (the
+            # planner cannot estimate the JSON conditions and would otherwise sort)
+            planner_hints=["enable_sort = off"])
+        return [(Task._from_values(r), str(r[-1])) for r in rows]
 
     def _sweep(self) -> None:
         """Make tasks dead whose lease expired on their last attempt (at most once a second)."""
@@ -778,15 +804,13 @@ class WorkflowCoordinator:
         if clock - self._last_sweep < 1.0:
             return
         self._last_sweep = clock
-        now = now_us()
+        now = self._now()
 
         def body(conn: Connection, rec: Recording) -> list[tuple[Task, str | None]]:
             query = sa.select(_T.c.task_id).where(
                 _T.c.due_at_us.is_not(None), _T.c.due_at_us <= now, _T.c.state == "running",
                 _T.c.attempts >= _T.c.max_attempts)
-            if self._pg:
-                query = query.with_for_update(skip_locked=True)
-            ids = list(conn.execute(query).scalars())
+            ids = list(conn.execute(self.store.locked(query, skip_locked=True)).scalars())
             events: list[tuple[Task, str | None]] = []
             for task_id in ids:
                 task = self._update(conn, task_id, state="dead", due_at_us=None,
@@ -842,7 +866,7 @@ class WorkflowCoordinator:
         def body(conn: Connection) -> Any:
             row = self._load(conn, task_id)
             self._check_holder(row, worker_id, token, "heartbeat")
-            exp = now_us() + int(self.lease_seconds * 1_000_000)
+            exp = self._now() + int(self.lease_seconds * 1_000_000)
             # a heartbeat is not a state change: no provenance record, no new change version
             return conn.execute(
                 sa.update(_T).where(_T.c.task_id == task_id)
@@ -915,7 +939,7 @@ class WorkflowCoordinator:
         An item without a lease token is accepted only with ``force``; the others go to
         :meth:`_refusals`, which says why.
         """
-        now = now_us()
+        now = self._now()
         sendable = [i for i in items if force or i.lease_token is not None]
         fence_worker = None if force else worker_id
 
@@ -924,7 +948,7 @@ class WorkflowCoordinator:
             if sendable and self._pg:
                 accepted = self._complete_pg(conn, sendable, fence_worker, now)
             elif sendable:
-                accepted = self._complete_sqlite(conn, sendable, fence_worker, now)
+                accepted = self._accept(conn, sendable, fence_worker, now)
             outcome: dict[str, Task | RubixError] = dict(accepted)
             for item in items:  # records in the order given
                 task = accepted.get(item.task_id)
@@ -968,26 +992,21 @@ class WorkflowCoordinator:
                   "results": [i.text for i in items]}
         return {str(r[0]): Task._from_values(r) for r in self._pg_rows(conn, sql, params)}
 
-    def _complete_sqlite(self, conn: Connection, items: list[_Result], worker_id: str | None,
-                         now: int) -> dict[str, Task]:
-        accepted: dict[str, Task] = {}
-        for item in items:
-            condition = [_T.c.task_id == item.task_id, _T.c.state == "running",
-                         _T.c.deleted_at.is_(None)]
-            if item.lease_token is not None:
-                condition.append(_T.c.lease_token == item.lease_token)
-            if worker_id is not None:
-                condition.append(_T.c.worker_id == worker_id)
-            row = conn.execute(
-                sa.update(_T).where(*condition)
-                .values(state="completed", result=json.loads(item.text), due_at_us=None,
-                        lease_token=None, finished_at_us=now, updated_at_us=now,
-                        origin_node=self.provenance.node_id,
-                        change_version=self._next_version())
-                .returning(*_T.c)).first()
-            if row is not None:
-                accepted[item.task_id] = Task.from_row(row)
-        return accepted
+    def _accept(self, conn: Connection, items: list[_Result], worker_id: str | None,
+                now: int) -> dict[str, Task]:
+        """Complete each of ``items`` still running under its lease token (and ``worker_id``)."""
+        where = [_T.c.state == "running", _T.c.deleted_at.is_(None)]
+        if worker_id is not None:
+            where.append(_T.c.worker_id == worker_id)
+        rows = self.store.update_each(
+            conn, _T,
+            [{"task_id": i.task_id, "result": json.loads(i.text), "token": i.lease_token}
+             for i in items],
+            assign=["result"], expect={"lease_token": "token"},
+            values={"state": "completed", "due_at_us": None, "lease_token": None,
+                    "finished_at_us": now, "updated_at_us": now},
+            where=where, returning=list(_T.c))
+        return {str(r.task_id): Task.from_row(r) for r in rows}
 
     def _refusals(self, conn: Connection, items: list[_Result], worker_id: str | None,
                   force: bool) -> dict[str, RubixError]:
@@ -1030,7 +1049,7 @@ class WorkflowCoordinator:
 
         def change(row: Any) -> dict[str, Any]:
             self._check_holder(row, worker_id, token, "fail", force)
-            now = now_us()
+            now = self._now()
             if not retry or row.attempts >= row.max_attempts:
                 return {"state": "dead", "error": message, "due_at_us": None,
                         "lease_token": None, "finished_at_us": now, "updated_at_us": now}
@@ -1052,7 +1071,7 @@ class WorkflowCoordinator:
 
         def change(row: Any) -> dict[str, Any]:
             self._check_holder(row, worker_id, token, "release", force)
-            now = now_us()
+            now = self._now()
             return {"state": "pending", "lease_token": None, "due_at_us": now,
                     "attempts": max(0, row.attempts - 1), "updated_at_us": now}
 
@@ -1079,7 +1098,7 @@ class WorkflowCoordinator:
                                      task_id=task_id, state=row.state)
             if row.state == "running":
                 self._check_holder(row, None, token, "cancel", force)
-            now = now_us()
+            now = self._now()
             return {"state": "cancelled", "due_at_us": None, "lease_token": None,
                     "finished_at_us": now, "updated_at_us": now, "error": message}
 
@@ -1096,7 +1115,7 @@ class WorkflowCoordinator:
                 raise TaskStateError(
                     f"cannot resubmit task {task_id!r}: it is {row.state} (only dead or "
                     "cancelled tasks can be)", task_id=task_id, state=row.state)
-            now = now_us()
+            now = self._now()
             values: dict[str, Any] = {
                 "state": "pending", "attempts": 0, "due_at_us": now, "worker_id": None,
                 "lease_token": None, "lease_expires_at_us": None, "finished_at_us": None,
@@ -1146,12 +1165,8 @@ class WorkflowCoordinator:
                 text = _text(value, key, _MAX_ERROR)
                 if key != "tag":
                     query = query.where(_T.c[key] == text)
-                elif self._pg:
-                    query = query.where(_T.c.tags.op("?")(text))
                 else:
-                    query = query.where(sa.text(
-                        "EXISTS (SELECT 1 FROM json_each(workflow_tasks.tags) WHERE value = :tag)"
-                    ).bindparams(tag=text))
+                    query = query.where(self.store.json_array_contains(_T.c.tags, text))
             else:
                 raise InvalidDataError(f"unknown task filter {_shown(key)}: use state, "
                                        "task_type, worker_id or tag", path="filters")

@@ -44,10 +44,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from rubix_integration.errors import InvalidDataError
-from rubix_integration.provenance.logger import now_us
+from rubix_integration.codecs.clock import now_us
+from rubix_integration.errors import InvalidDataError, TaskError
 from rubix_integration.workflow.coordinator import _check_batch
-from rubix_integration.workflow.errors import TaskError
 
 if TYPE_CHECKING:
     from rubix_integration.workflow.coordinator import Task, WorkflowCoordinator

@@ -16,7 +16,7 @@ example ``ipfs dag put --store-codec dag-json``) produces the same bytes, hence 
 - a map of the data itself may not have a ``"/"`` key: it would read back as bytes or a link.
 
 Tuples encode as lists. Anything else (sets, objects, non-string keys) raises
-:class:`~rubix_integration.provenance.errors.InvalidDataError` naming where it was found.
+:class:`~rubix_integration.errors.InvalidDataError` naming where it was found.
 
 Plain JSON data (the usual case) is written by the standard library's C encoder and accepted only
 when reading the text back gives the value again and nothing in it can differ from the rules
@@ -36,9 +36,8 @@ from collections.abc import Callable, Mapping
 from json.encoder import encode_basestring
 from typing import Any
 
-from rubix_integration.codecs import CID, DAG_JSON, SHA2_256, parse_cid
-from rubix_integration.errors import InvalidCIDError
-from rubix_integration.provenance.errors import InvalidDataError
+from rubix_integration.codecs._cid import CID, DAG_JSON, SHA2_256, parse_cid
+from rubix_integration.errors import InvalidCIDError, InvalidDataError
 
 __all__ = [
     "MAX_DEPTH",
