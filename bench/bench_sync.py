@@ -10,6 +10,9 @@ Measured in one run, so that every figure has its baseline beside it:
   subset: jsipfs ``cat`` (the real peer here) and, as the floor of any process-per-token method,
   ``/bin/cat`` of the block file;
 - time to skip 1,000 unchanged databases;
+- start-up included: ``rubix-integration sync`` of 20,000 tokens over 10 repos (repo mode, SQLite)
+  as a fresh process, against a bare single-thread loop (read each token's block file, insert the
+  rows) as a fresh process too, and the sync's fixed cost before its first token;
 - with --million, peak RSS while syncing 1,000,000 tokens (coordinator and workers).
 """
 
@@ -152,6 +155,85 @@ def http_mode(tokens: int) -> None:
             daemon.stop()
 
 
+BARE_LOOP = """
+import sqlite3, sys, time
+from pathlib import Path
+from rubix_integration.codecs import parse_cid
+from rubix_integration.ipfs._flatfs import FlatFS
+root, out = Path(sys.argv[1]), sys.argv[2]
+db = sqlite3.connect(out)
+db.execute("CREATE TABLE IF NOT EXISTS rows (node TEXT, token_id TEXT, data BLOB)")
+for node in sorted(root.iterdir()):
+    if not (node / "Rubix" / "rubix.db").exists():
+        continue
+    src = sqlite3.connect(f"file:{node / 'Rubix' / 'rubix.db'}?mode=ro", uri=True)
+    ids = [r[0] for r in src.execute("SELECT token_id FROM TokensTable")]
+    src.close()
+    blocks = FlatFS.open(node / ".ipfs" / "blocks")
+    rows = []
+    for token_id in ids:
+        with open(blocks.path(parse_cid(token_id)), "rb") as fh:
+            rows.append((node.name, token_id, fh.read()))
+    with db:
+        db.execute("DELETE FROM rows WHERE node = ?", (node.name,))
+        db.executemany("INSERT INTO rows VALUES (?, ?, ?)", rows)
+"""
+
+
+def bare_versus_sync(base: Path, keep: Path, runs: int) -> None:
+    """The whole sync command, start-up included, against a bare read-and-insert loop."""
+    root = keep / "root-10x2000"
+    total, _ = build_root(root, 10, 2000)
+    # the command as its console script runs it, from the tree this benchmark sits in
+    env = {**os.environ, "RUBIX_DATA_DIR": str(base / "bare-d"), "RUBIX_SOURCE_IP": "10.0.0.1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+
+    def timed(argv: list[str]) -> float:
+        started = time.perf_counter()
+        subprocess.run(argv, capture_output=True, check=True, env=env, timeout=600)
+        return time.perf_counter() - started
+
+    bare, sync, inside = [], [], []
+    for i in range(runs):
+        bare.append(timed([sys.executable, "-c", BARE_LOOP, str(root),
+                           str(base / f"bare{i}.sqlite")]))
+        sync.append(timed([sys.executable, "-m", "rubix_integration", "sync", str(root),
+                           "--full", "--ipfs", "repo", "--json",
+                           "--store", f"sqlite:///{base / f'cmd{i}.sqlite'}"]))
+        url = f"sqlite:///{base / f'in{i}.sqlite'}"
+        summary = sync_once(url, base / "d", root)[1]
+        inside.append(summary.duration_s)  # type: ignore[attr-defined]
+    b, s, n = (statistics.median(x) for x in (bare, sync, inside))
+    print(f"  {total:,} tokens, 10 repos, start-up included (median of {runs}): bare loop "
+          f"{b:.2f} s, `rubix-integration sync` {s:.2f} s -> {b / s:.2f} of the bare loop's "
+          f"speed; the sync itself {n:.2f} s -> {b / n:.2f} with start-up taken out")
+    fixed_cost(base, keep)
+
+
+def fixed_cost(base: Path, keep: Path) -> None:
+    """Time from ``sync_tokens`` to the first token read, with the store already open."""
+    from rubix_integration.tokens import SyncObserver
+
+    root = keep / "root-1x1"
+    build_root(root, 1, 1)
+    marks: list[float] = []
+
+    class First(SyncObserver):
+        def database_started(self, node: object, tokens: int) -> None:
+            marks.append(time.perf_counter())
+
+    costs = []
+    for i in range(5):
+        with Manager(store_url=f"sqlite:///{base / f'fixed{i}.sqlite'}", data_dir=base / "fd",
+                     source_ip="10.0.0.1") as manager:
+            manager.store  # noqa: B018 - opened outside the timing
+            started = time.perf_counter()
+            manager.sync_tokens([root], full=True, observer=First())
+            costs.append(marks[-1] - started)
+    print(f"  fixed cost before the first token (store open, 1 database): "
+          f"median {statistics.median(costs) * 1000:.0f} ms")
+
+
 def skip_unchanged(base: Path, count: int) -> None:
     root = base / "many"
     rng = random.Random(3)
@@ -199,8 +281,15 @@ def main() -> None:
     parser.add_argument("--skip-count", type=int, default=1000)
     parser.add_argument("--repeat", type=int, default=3, help="runs of each repo-mode sync")
     parser.add_argument("--million", action="store_true")
+    parser.add_argument("--only-bare", action="store_true",
+                        help="only the start-up-included comparison with the bare loop")
     parser.add_argument("--keep", type=Path, default=Path(tempfile.gettempdir()) / "rubix-bench")
     args = parser.parse_args()
+    if args.only_bare:
+        with tempfile.TemporaryDirectory() as tmp:
+            print("sync against a bare loop:")
+            bare_versus_sync(Path(tmp), args.keep, args.repeat)
+        return
 
     root = args.keep / f"root-{args.nodes}x{args.tokens // args.nodes}"
     total, built = build_root(root, args.nodes, args.tokens // args.nodes)
@@ -238,6 +327,7 @@ def main() -> None:
         http_mode(args.http_tokens)
         reference_method(root, args.reference_sample)
         skip_unchanged(base, args.skip_count)
+        bare_versus_sync(base, args.keep, args.repeat)
         if args.million:
             million(base, args.keep)
         own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

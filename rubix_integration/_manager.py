@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import logging
 import threading
 import warnings
@@ -11,9 +10,10 @@ from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rubix_integration._plugins import Plugins
+from rubix_integration._plugin_settings import PluginSettings
+from rubix_integration._plugins import Plugins, check_plugin_settings
 from rubix_integration._settings import Settings, mask_url, resolve_settings
 from rubix_integration._status import ComponentStatus, Status
 from rubix_integration.errors import (
@@ -23,22 +23,34 @@ from rubix_integration.errors import (
     RubixError,
     UnknownStoreError,
 )
+from rubix_integration.ipfs._factory import BackendFactory
 from rubix_integration.ipfs.base import AddResult, DirEntry, IPFSBackend, IPFSContext, IPFSDetection
 from rubix_integration.stores.base import Store
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    import pluggy
+
+    from rubix_integration.codecs import CID
+    from rubix_integration.provenance import (
+        Checkpoint,
+        ProvenanceLogger,
+        ProvenanceRecord,
+        VerifyReport,
+    )
+    from rubix_integration.stores.analytics import Analytics
+    from rubix_integration.tokens.results import SyncObserver, SyncSummary
+    from rubix_integration.workflow import Task, WorkflowCoordinator
+
+    #: One CID, or several, as the provenance log links them.
+    CIDs = str | CID | Sequence[str | CID]
 
 log = logging.getLogger("rubix_integration")
 
 __all__ = ["IPFSChoice", "Manager", "connect", "status"]
 
 FALLBACK_BACKEND = "local"
-
-#: Modules whose SQLModel tables the store creates; imported just before the schema is created.
-MODEL_MODULES: tuple[str, ...] = (
-    "rubix_integration.stores.models",
-    "rubix_integration.tokens.models",
-    "rubix_integration.provenance.models",
-    "rubix_integration.workflow.models",
-)
 
 
 @dataclass(frozen=True)
@@ -74,15 +86,18 @@ class Manager:
         *,
         plugins: Iterable[object] = (),
         env: Mapping[str, str] | None = None,
-        **settings: Any,
+        **settings: object,
     ) -> None:
         self._extra_plugins = tuple(plugins)
         self._env = env
-        self._settings_kwargs = settings
+        # checked by resolve_settings, which names any keyword it does not know
+        self._settings_kwargs: dict[str, Any] = dict(settings)
         self._lock = threading.RLock()
-        self._ipfs: dict[tuple[str, Path | None], IPFSBackend] = {}
+        self._ipfs_factory: BackendFactory | None = None
         self._choices: dict[Path | None, IPFSChoice] = {}
         self._store: Store | None = None
+        self._started = False
+        self._checked_plugin_settings: dict[str, PluginSettings] | None = None
         self._warned: set[str] = set()
         self.warnings: list[str] = []
 
@@ -111,13 +126,15 @@ class Manager:
         return bool(self._extra_plugins)
 
     @property
-    def hook(self) -> Any:
+    def hook(self) -> pluggy.HookRelay:
         """The pluggy hook relay (``manager.hook.<name>(...)``)."""
-        return self.plugins.hook
+        hook: pluggy.HookRelay = self.plugins.hook
+        return hook
 
-    def notify(self, hook_name: str, **kwargs: Any) -> list[PluginError]:
-        """Fire an event hook; a failing plugin is logged with its name, never raised."""
-        return self.plugins.notify(hook_name, manager=self, **kwargs)
+    def notify(self, hook_name: str, **arguments: object) -> list[PluginError]:
+        """Fire an event hook with ``arguments`` (and ``manager``); a failing plugin is logged
+        with its name, never raised."""
+        return self.plugins.notify(hook_name, manager=self, **arguments)
 
     def _warn(self, message: str) -> None:
         if message in self._warned:
@@ -130,8 +147,16 @@ class Manager:
     # --- IPFS ------------------------------------------------------------------------------------
 
     def _context(self, ipfs_path: Path | None) -> IPFSContext:
-        return IPFSContext(settings=self.settings, ipfs_path=ipfs_path,
-                           timeout=self.settings.ipfs_timeout)
+        return self.ipfs_factory.context(ipfs_path)
+
+    @property
+    def ipfs_factory(self) -> BackendFactory:
+        """What builds (and keeps) this Manager's IPFS backends by name; it pickles, so a worker
+        process can rebuild the backends it uses."""
+        with self._lock:
+            if self._ipfs_factory is None:
+                self._ipfs_factory = BackendFactory(self.settings, self.plugins.ipfs_backends())
+            return self._ipfs_factory
 
     def _resolve_path(self, ipfs_path: Path | str | None) -> Path | None:
         return Path(ipfs_path) if ipfs_path is not None else self.settings.ipfs_path
@@ -218,28 +243,7 @@ class Manager:
         """
         path = self._resolve_path(ipfs_path)
         name = backend if backend is not None else self.choose_ipfs(path).backend_name
-        key = (name, path)
-        with self._lock:
-            existing = self._ipfs.get(key)
-            if existing is not None:
-                return existing
-        built: IPFSBackend
-        if "+" in name:
-            from rubix_integration.ipfs._chain import FallbackBackend
-
-            built = FallbackBackend([self.ipfs(path, backend=part) for part in name.split("+")])
-        else:
-            backends = self.plugins.ipfs_backends()
-            if name not in backends:
-                raise ConfigError(
-                    f"no IPFS backend named {name!r}; known: {', '.join(backends)}",
-                    name="backend", value=name, allowed=tuple(backends))
-            built = backends[name](self._context(path))
-        with self._lock:
-            existing = self._ipfs.setdefault(key, built)
-        if existing is not built:
-            built.close()
-        return existing
+        return self.ipfs_factory(name, path)
 
     def is_ipfs_available(self) -> bool:
         """Whether a real IPFS node (anything but the embedded fallback) can serve."""
@@ -291,8 +295,8 @@ class Manager:
         """The store, opened and with its schema created on first use."""
         with self._lock:
             if self._store is None:
-                for module in MODEL_MODULES:
-                    importlib.import_module(module)
+                self._plugin_settings_all()  # a bad plugin section fails before the store opens
+                self.plugins.tables()  # imports the models, so the schema includes them
                 cls = self.store_class()
                 store = cls(self.settings.store_url, settings=self.settings)
                 try:
@@ -301,9 +305,11 @@ class Manager:
                     store.close()
                     raise
                 self._store = store
+                self._started = True
+                self.notify("startup")
             return self._store
 
-    def analytics(self) -> Any:
+    def analytics(self) -> Analytics:
         """A DuckDB :class:`~rubix_integration.stores.Analytics` over the store's data."""
         from rubix_integration.stores.analytics import Analytics
 
@@ -321,8 +327,11 @@ class Manager:
         source_ip: str | None = None,
         pattern: str | None = None,
         max_size: int | None = None,
-        observer: Any = None,
-    ) -> Any:
+        observer: SyncObserver | None = None,
+        batch_size: int = 2000,
+        db_timeout: float | None = None,
+        log_file: Path | str | None = None,
+    ) -> SyncSummary:
         """Sync every Rubix node database below ``roots`` into the store; return a
         :class:`~rubix_integration.tokens.SyncSummary`.
 
@@ -337,22 +346,31 @@ class Manager:
         from rubix_integration.tokens.discover import DEFAULT_PATTERN
         from rubix_integration.tokens.sync import TokenSync
 
-        sync = TokenSync(self, workers=workers, processes=processes, full=full,
-                         source_ip=source_ip,
-                         pattern=pattern or DEFAULT_PATTERN,
-                         max_size=max_size or DEFAULT_MAX_SIZE, observer=observer)
+        sync = TokenSync(
+            self.store, self.settings,
+            choose_backend=lambda path: self.choose_ipfs(path).backend_name,
+            open_ipfs=self.ipfs_factory, notify=self.notify,
+            announce_tokens=bool(self.hook.token_synced.get_hookimpls()),
+            in_process=self.has_runtime_plugins,
+            workers=workers, processes=processes, full=full, source_ip=source_ip,
+            pattern=pattern or DEFAULT_PATTERN, max_size=max_size or DEFAULT_MAX_SIZE,
+            batch_size=batch_size, observer=observer, db_timeout=db_timeout, log_file=log_file)
         return sync.run(roots)
 
     # --- provenance ------------------------------------------------------------------------------
 
     @cached_property
-    def provenance(self) -> Any:
+    def provenance(self) -> ProvenanceLogger:
         """The :class:`~rubix_integration.provenance.ProvenanceLogger` of this Manager."""
         from rubix_integration.provenance import ProvenanceLogger
+        from rubix_integration.provenance.logger import host_listening
 
-        return ProvenanceLogger(self)
+        return ProvenanceLogger(
+            lambda: self.store, ipfs=self.ipfs, settings=self.settings, notify=self.notify,
+            listening=host_listening(self),
+            ipfs_probe=lambda: (self.choose_ipfs().name, self.is_ipfs_available()))
 
-    def log_event(self, type: str, data: Any) -> str:
+    def log_event(self, type: str, data: object) -> str:
         """Record an event; return its CID (see :class:`~.provenance.ProvenanceLogger`)."""
         return str(self.provenance.log_event(type, data))
 
@@ -365,7 +383,7 @@ class Manager:
         return str(self.provenance.log_inference(model, data))
 
     def log_transformation(self, name: str, params: Mapping[str, Any] | None = None, *,
-                           input_cid: Any = None, output_cid: Any = None) -> str:
+                           input_cid: CIDs | None = None, output_cid: CIDs | None = None) -> str:
         """Record a transformation from ``input_cid`` to ``output_cid``; return its CID."""
         return str(self.provenance.log_transformation(name, params, input_cid=input_cid,
                                                       output_cid=output_cid))
@@ -378,69 +396,101 @@ class Manager:
         """Record pull-request activity; return its CID."""
         return str(self.provenance.log_pr_activity(number, kind, data))
 
-    def query_logs(self, filters: Mapping[str, Any] | None = None, **kwargs: Any) -> list[Any]:
-        """Provenance records matching ``filters`` (``limit=``, ``since=``, ``until=``)."""
-        return list(self.provenance.query_logs(filters, **kwargs))
+    def query_logs(
+        self,
+        filters: Mapping[str, Any] | None = None,
+        *,
+        limit: int | None = 100,
+        since: datetime | str | float | None = None,
+        until: datetime | str | float | None = None,
+        offset: int = 0,
+        newest_first: bool = True,
+    ) -> list[ProvenanceRecord]:
+        """Provenance records matching ``filters``, newest first by default."""
+        return list(self.provenance.query_logs(filters, limit=limit, since=since, until=until,
+                                               offset=offset, newest_first=newest_first))
 
-    def verify_provenance(self) -> Any:
-        """Verify every provenance chain; return a :class:`~.provenance.VerifyReport`."""
-        return self.provenance.verify()
+    def verify_provenance(self, *, chain: str | None = None,
+                          checkpoints: Iterable[Checkpoint] = (),
+                          trusted_keys: Iterable[bytes | str] = ()) -> VerifyReport:
+        """Verify every provenance chain (or ``chain``); return a
+        :class:`~.provenance.VerifyReport`."""
+        return self.provenance.verify(chain=chain, checkpoints=checkpoints,
+                                      trusted_keys=trusted_keys)
 
-    def checkpoint_provenance(self) -> Any:
-        """Sign the head of this Manager's provenance chain with the node's key; return the
-        :class:`~.provenance.Checkpoint` (see :mod:`~.provenance.checkpoints`)."""
-        return self.provenance.checkpoint()
+    def checkpoint_provenance(self, *, chain: str | None = None) -> Checkpoint:
+        """Sign the head of this Manager's provenance chain (or ``chain``) with the node's key;
+        return the :class:`~.provenance.Checkpoint` (see :mod:`~.provenance.checkpoints`)."""
+        return self.provenance.checkpoint(chain=chain)
 
     # --- workflow --------------------------------------------------------------------------------
 
     @cached_property
-    def workflow(self) -> Any:
+    def workflow(self) -> WorkflowCoordinator:
         """The :class:`~rubix_integration.workflow.WorkflowCoordinator` of this Manager."""
+        from rubix_integration.provenance.logger import host_listening
         from rubix_integration.workflow import WorkflowCoordinator
 
-        return WorkflowCoordinator(self)
+        return WorkflowCoordinator(lambda: self.store, provenance=lambda: self.provenance,
+                                   notify=self.notify, listening=host_listening(self))
 
-    def submit_task(self, task_id: str, task_type: str, data: Any = None, **kwargs: Any) -> Any:
-        """Submit a task (idempotent per ``task_id``); ``priority=``, ``tags=``, ...."""
-        return self.workflow.submit_task(task_id, task_type, data, **kwargs)
+    def submit_task(self, task_id: str, task_type: str, data: object = None, *,
+                    priority: int = 0, tags: Iterable[str] | None = None,
+                    max_attempts: int | None = None) -> Task:
+        """Submit a task (idempotent per ``task_id``)."""
+        return self.workflow.submit_task(task_id, task_type, data, priority=priority, tags=tags,
+                                         max_attempts=max_attempts)
 
-    def get_next_task(self, worker_id: str, capabilities: Iterable[str] = (),
-                      **kwargs: Any) -> Any:
+    def get_next_task(self, worker_id: str, capabilities: Iterable[str] | str | None = (), *,
+                      task_types: Iterable[str] | None = None) -> Task | None:
         """Claim the next task this worker can run, or ``None``."""
-        return self.workflow.get_next_task(worker_id, capabilities, **kwargs)
+        return self.workflow.get_next_task(worker_id, capabilities, task_types=task_types)
 
-    def get_next_tasks(self, worker_id: str, capabilities: Iterable[str] = (), *, limit: int,
-                       **kwargs: Any) -> list[Any]:
+    def get_next_tasks(self, worker_id: str, capabilities: Iterable[str] | str | None = (), *,
+                       limit: int, task_types: Iterable[str] | None = None) -> list[Task]:
         """Claim up to ``limit`` tasks in one transaction, best first (each with its own lease)."""
-        return list(self.workflow.get_next_tasks(worker_id, capabilities, limit=limit, **kwargs))
+        return list(self.workflow.get_next_tasks(worker_id, capabilities, limit=limit,
+                                                 task_types=task_types))
 
-    def heartbeat(self, task_id: str, worker_id: str, **kwargs: Any) -> Any:
+    def heartbeat(self, task_id: str, worker_id: str, *,
+                  lease_token: str | None = None) -> Task:
         """Extend the lease a worker holds on a task."""
-        return self.workflow.heartbeat(task_id, worker_id, **kwargs)
+        return self.workflow.heartbeat(task_id, worker_id, lease_token=lease_token)
 
-    def complete_task(self, task_id: str, result: Any = None, **kwargs: Any) -> Any:
+    def complete_task(self, task_id: str, result: object = None, *,
+                      worker_id: str | None = None, lease_token: str | None = None,
+                      force: bool = False) -> Task:
         """Accept a task's result (refused when the caller lost the lease)."""
-        return self.workflow.complete_task(task_id, result, **kwargs)
+        return self.workflow.complete_task(task_id, result, worker_id=worker_id,
+                                           lease_token=lease_token, force=force)
 
-    def complete_tasks(self, results: Iterable[Mapping[str, Any]], **kwargs: Any) -> list[Any]:
+    def complete_tasks(self, results: Iterable[Mapping[str, Any]], *,
+                       worker_id: str | None = None,
+                       force: bool = False) -> list[Task | RubixError]:
         """Accept several results in one transaction; per item the task or the refusal."""
-        return list(self.workflow.complete_tasks(results, **kwargs))
+        return list(self.workflow.complete_tasks(results, worker_id=worker_id, force=force))
 
-    def fail_task(self, task_id: str, error: str, **kwargs: Any) -> Any:
+    def fail_task(self, task_id: str, error: str, *, worker_id: str | None = None,
+                  lease_token: str | None = None, retry: bool = True,
+                  force: bool = False) -> Task:
         """Record a failed attempt: retry later with backoff, or dead after the last attempt."""
-        return self.workflow.fail_task(task_id, error, **kwargs)
+        return self.workflow.fail_task(task_id, error, worker_id=worker_id,
+                                       lease_token=lease_token, retry=retry, force=force)
 
-    def cancel_task(self, task_id: str, **kwargs: Any) -> Any:
+    def cancel_task(self, task_id: str, *, reason: str | None = None,
+                    lease_token: str | None = None, force: bool = False) -> Task:
         """Cancel a task that has not finished."""
-        return self.workflow.cancel_task(task_id, **kwargs)
+        return self.workflow.cancel_task(task_id, reason=reason, lease_token=lease_token,
+                                         force=force)
 
-    def get_task_status(self, task_id: str) -> Any:
+    def get_task_status(self, task_id: str) -> Task:
         """The task's current fields."""
         return self.workflow.get_task_status(task_id)
 
-    def list_tasks(self, filters: Mapping[str, Any] | None = None, **kwargs: Any) -> list[Any]:
+    def list_tasks(self, filters: Mapping[str, Any] | None = None, *, limit: int | None = 100,
+                   offset: int = 0) -> list[Task]:
         """Tasks matching ``filters`` (``state``, ``task_type``, ``worker_id``, ``tag``)."""
-        return list(self.workflow.list_tasks(filters, **kwargs))
+        return list(self.workflow.list_tasks(filters, limit=limit, offset=offset))
 
     # --- status ----------------------------------------------------------------------------------
 
@@ -473,7 +523,8 @@ class Manager:
             data_dir=str(s.data_dir),
             config_dir=str(s.config_dir),
             config_file=str(s.config_file) if s.config_file else None,
-            settings=s.as_dict(),
+            settings={**s.as_dict(), "plugins": {
+                n: p.as_dict() for n, p in self._plugin_settings_all().items()}},
             sources=dict(s.sources),
             warnings=tuple(self.warnings) + tuple(
                 f"plugin {p.name!r}: {p.error}" for p in self.plugins.failures()),
@@ -517,15 +568,60 @@ class Manager:
                                f"duckdb {version}; reads the store through its scanner "
                                "extensions (offline) or a copied snapshot")
 
+    # --- backends by role and plugin settings ----------------------------------------------------
+
+    def backends(self, role: str) -> dict[str, type[Any]]:
+        """The classes registered for ``role`` (``ipfs``, ``store``, ``pin_state``, ``source`` or
+        a role a plugin declares), by name."""
+        return self.plugins.backends(role)
+
+    def backend(self, role: str, name: str | None = None) -> type[Any]:
+        """The class registered as ``name`` for ``role``; without ``name``, the one in use:
+        the chosen IPFS backend, the store class of the store URL, else the role's only one."""
+        found = self.plugins.backends(role)
+        if name is None and role == "ipfs":
+            name = self.choose_ipfs().name
+        elif name is None and role == "store":
+            return self.store_class()
+        elif name is None and len(found) == 1:
+            name = next(iter(found))
+        if name is None or name not in found:
+            wanted = "a name" if name is None else repr(name)
+            raise ConfigError(f"no {role} backend {wanted} to use; registered: "
+                              f"{', '.join(found) or 'none'}", name=role, value=name,
+                              allowed=tuple(found))
+        return found[name]
+
+    def plugin_settings(self, name: str) -> PluginSettings:
+        """Plugin ``name``'s settings (``[plugins.<name>]``, ``RUBIX_<NAME>_<KEY>``), checked
+        against the keys it declares; :class:`ConfigError` names any key it does not."""
+        every = self._plugin_settings_all()
+        if name not in every:
+            raise ConfigError(f"no loaded plugin {name!r} declares settings; plugins that do: "
+                              f"{', '.join(every) or 'none'}", name=f"plugins.{name}",
+                              allowed=tuple(every))
+        return every[name]
+
+    def _plugin_settings_all(self) -> dict[str, PluginSettings]:
+        with self._lock:
+            if self._checked_plugin_settings is None:
+                self._checked_plugin_settings = check_plugin_settings(
+                    self.plugins, self.settings.plugin_input, self._warn)
+            return self._checked_plugin_settings
+
     # --- lifecycle -------------------------------------------------------------------------------
 
     def close(self) -> None:
         """Close every backend and the store. The Manager can be used again afterwards."""
         with self._lock:
-            backends, self._ipfs = list(self._ipfs.values()), {}
+            started, self._started = self._started, False
+        if started:
+            self.notify("shutdown")
+        with self._lock:
+            factory, self._ipfs_factory = self._ipfs_factory, None
             store, self._store = self._store, None
-        for backend in backends:
-            backend.close()
+        if factory is not None:
+            factory.close()
         if store is not None:
             store.close()
 
@@ -561,14 +657,16 @@ def _setting_label(settings: Settings, name: str) -> str:
     return settings.label(name)
 
 
-def connect(**kwargs: Any) -> Manager:
+def connect(*, plugins: Iterable[object] = (), env: Mapping[str, str] | None = None,
+            **settings: object) -> Manager:
     """Build a :class:`Manager` (nothing is opened until used)."""
-    return Manager(**kwargs)
+    return Manager(plugins=plugins, env=env, **settings)
 
 
-def status(**kwargs: Any) -> Status:
+def status(*, plugins: Iterable[object] = (), env: Mapping[str, str] | None = None,
+           **settings: object) -> Status:
     """One-line status: ``rubix_integration.status()``."""
-    with Manager(**kwargs) as manager:
+    with Manager(plugins=plugins, env=env, **settings) as manager:
         return manager.status()
 
 

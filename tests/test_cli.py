@@ -88,3 +88,10 @@ def test_ipfs_add_cat_roundtrip_on_embedded_store(tmp_path: Path) -> None:
     missing = run("ipfs", "cat", "QmbFMke1KXqnYyBBWxB74N4c5SBnJMVAiMNRcGu6x1AwQX", env=env,
                   check=False)
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
+
+
+def test_plugin_commands_come_from_the_plugin_managers_entry_points() -> None:
+    from rubix_integration import _plugins
+    from rubix_integration.cli import _plugin_commands
+
+    assert _plugin_commands.ENTRY_POINT_GROUP == _plugins.ENTRY_POINT_GROUP

@@ -480,3 +480,28 @@ def test_a_plugin_whose_commands_fail_leaves_the_others_working(tmp_path: Path) 
     assert out.stderr.splitlines() == [
         "warning: plugin 'cmd_plugin' failed in register_commands: RuntimeError: no commands "
         "today"]
+
+
+def test_help_reports_a_broken_plugin_once_as_status_does(tmp_path: Path) -> None:
+    # --help finds plugin commands without building a Manager: the same words, the same once
+    site = tmp_path / "site"
+    _plugin_dist(site, "broken_plugin", 'raise ImportError("boom")\n')
+    _plugin_dist(site, "cmd_plugin", (
+        "import click\nfrom rubix_integration import hookimpl\n\n"
+        "@hookimpl\n"
+        "def register_commands(cli):\n"
+        "    @cli.command('hello-plugin')\n"
+        "    def hello():\n"
+        "        '''Say hello from a plugin.'''\n"
+        "        click.echo('hello')\n"))
+    env = {"PYTHONPATH": _with_path(site), "RUBIX_LOAD_PLUGINS": "broken_plugin,cmd_plugin",
+           "RUBIX_DATA_DIR": str(tmp_path / "d"), "RUBIX_INTEGRATION_ENABLED": "0"}
+    warning = ("warning: plugin 'broken_plugin' (broken_plugin: broken_plugin) failed to import: "
+               "ImportError: boom")
+    out = run_cli("--help", env=env)
+    assert out.returncode == 0 and "hello-plugin" in out.stdout
+    assert out.stderr.splitlines() == [warning]
+    ran = run_cli("hello-plugin", env=env)
+    assert ran.returncode == 0 and ran.stdout == "hello\n"
+    assert ran.stderr.splitlines() == [warning]
+    assert run_cli("status", "--json", env=env).stderr.splitlines() == [warning]

@@ -193,3 +193,20 @@ def test_readme_python_snippet_runs_on_the_demo_sample(tmp_path: Path) -> None:
     with Manager(data_dir=data_dir) as manager:
         assert len(manager.query_logs({"type": "audit"})) == 1
         assert manager.get_task_status("t1") is not None
+
+
+def test_the_ipfs_factory_pickles_without_what_it_built(tmp_path: Path) -> None:
+    """Token-sync worker processes get the factory, not a Manager, and build their own backends."""
+    import pickle
+
+    from rubix_integration.ipfs.local import LocalBackend
+
+    with Manager(data_dir=tmp_path, ipfs_mode="local", load_plugins=()) as manager:
+        built = manager.ipfs()
+        assert isinstance(built, LocalBackend)
+        assert manager.ipfs() is built  # built once
+        copy = pickle.loads(pickle.dumps(manager.ipfs_factory))
+        rebuilt = copy("local", manager.settings.ipfs_path)
+        assert isinstance(rebuilt, LocalBackend) and rebuilt is not built
+        assert copy("local", manager.settings.ipfs_path) is rebuilt
+        copy.close()

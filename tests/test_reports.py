@@ -27,7 +27,7 @@ def synced(store_url: str, tmp_path: Path) -> Any:
 @pytest.mark.parametrize("engine", ["duckdb", "store"])
 def test_every_report_answers_on_both_engines(synced: Any, engine: str) -> None:
     manager, sample = synced
-    results = {name: run_report(manager, name, engine=engine) for name in REPORTS}
+    results = {name: run_report(manager.store, name, engine=engine) for name in REPORTS}
     assert all(r.engine.startswith(engine if engine == "duckdb" else manager.store.name)
                for r in results.values())
     nodes = {r["node_name"]: r for r in results["nodes"].as_dicts()}
@@ -53,14 +53,14 @@ def test_content_differing_between_nodes_is_found(synced: Any) -> None:
 
         conn.execute(sa.text("UPDATE tokenrecords SET ipfs_data = 'altered' WHERE node_name = "
                              "'node002' AND content_name = 'RBT'"))
-    rows = run_report(manager, "content-diff").as_dicts()
+    rows = run_report(manager.store, "content-diff").as_dicts()
     assert len(rows) == 3 and all(r["variants"] == 2 for r in rows)
 
 
 def test_unknown_report_is_refused(synced: Any) -> None:
     manager, _ = synced
     with pytest.raises(RubixError, match="unknown report"):
-        run_report(manager, "nope")
+        run_report(manager.store, "nope")
 
 
 def test_report_formats_on_the_command_line(synced: Any, tmp_path: Path) -> None:

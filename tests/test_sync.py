@@ -531,3 +531,61 @@ def test_cli_sync_help_names_the_time_limit() -> None:
     proc = _cli("sync", "--help", env={})
     out, _err = proc.communicate(timeout=60)
     assert "--db-timeout" in out and "RUBIX_SYNC_DB_TIMEOUT" in out and "600" in out
+
+
+# --- row spools: the store layer's bulk load ------------------------------------------------------
+
+
+def _spool_rows(path: str, kind: str, db_path: str, token_ids: list[str]) -> None:
+    from rubix_integration.stores.spools import spool_class
+    from rubix_integration.tokens.spool import COLUMNS, utc_text
+
+    cls = spool_class(kind)
+    now = datetime(2025, 1, 15, 5, 0, tzinfo=timezone.utc)
+    synced: Any = utc_text(now) if cls.text_dates else now
+    values = {"node_name": "n1", "token_kind": "token", "ipfs_fetched": False, "db_path": db_path,
+              "synced_at": synced}
+    spool = cls(path, COLUMNS)
+    try:
+        spool.write([tuple({**values, "token_id": t}.get(c) for c in COLUMNS)
+                     for t in token_ids])
+    finally:
+        spool.close()
+
+
+def _token_ids(manager: Manager, db_path: str) -> list[str]:
+    t = TOKEN_TABLE
+    with manager.store.connect() as conn:
+        rows = conn.execute(sa.select(t.c.token_id).where(t.c.db_path == db_path)
+                            .order_by(t.c.token_id)).all()
+    return [str(r[0]) for r in rows]
+
+
+def test_a_spool_replaces_the_rows_of_one_key_in_one_transaction(manager: Manager,
+                                                                  tmp_path: Path) -> None:
+    from rubix_integration.stores.spools import load_spool, spool_kind
+    from rubix_integration.tokens.spool import COLUMNS
+
+    store = manager.store
+    kind = spool_kind(store)
+    # each store takes the spool it loads fastest: SQLite copies a SQLite file in C
+    assert kind == {"sqlite": "sqlite", "postgresql": "pickle"}[store.name]
+    for db_path, ids in (("a.db", ["a1", "a2"]), ("b.db", ["b1"])):
+        path = str(tmp_path / f"{db_path}.spool")
+        _spool_rows(path, kind, db_path, ids)
+        with load_spool(store, TOKEN_TABLE, path, COLUMNS, key=("db_path", db_path)):
+            pass
+    again = str(tmp_path / "again.spool")
+    _spool_rows(again, kind, "a.db", ["a3"])
+    with load_spool(store, TOKEN_TABLE, again, COLUMNS, key=("db_path", "a.db")) as conn:
+        # the caller's writes share the transaction
+        conn.execute(sa.delete(TOKEN_TABLE).where(TOKEN_TABLE.c.db_path == "b.db"))
+    assert _token_ids(manager, "a.db") == ["a3"]
+    assert _token_ids(manager, "b.db") == []
+
+    failing = str(tmp_path / "failing.spool")
+    _spool_rows(failing, kind, "a.db", ["a4", "a5"])
+    with pytest.raises(RuntimeError), load_spool(store, TOKEN_TABLE, failing, COLUMNS,
+                                                 key=("db_path", "a.db")):
+        raise RuntimeError("the caller failed before the commit")
+    assert _token_ids(manager, "a.db") == ["a3"]  # nothing of it was committed

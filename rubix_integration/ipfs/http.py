@@ -2,8 +2,8 @@
 
 The address comes from the ``ipfs_api`` setting (a multiaddr such as ``/ip4/127.0.0.1/tcp/5001``
 or a URL such as ``http://127.0.0.1:5001``), else from the repo's ``api`` file, which a daemon
-writes when it starts. Requests go through :class:`ipfshttpclient.Client`, built directly (its
-``connect()`` refuses every daemon newer than 0.7), one per thread with a kept-alive session.
+writes when it starts. Every request goes through one transport with one error map,
+:class:`~rubix_integration.ipfs._rpc.RPC`.
 
 Every request carries the daemon-side ``timeout`` argument and a slightly longer client-side
 timeout, so that a CID held by no one ends with the daemon's own "timed out" answer rather than a
@@ -12,20 +12,13 @@ hang; streamed reads also stop at an overall deadline.
 
 from __future__ import annotations
 
-import contextlib
-import http.client
-import ipaddress
-import json
 import os
-import threading
 import time
-import urllib.parse
 import uuid
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
-from urllib.parse import quote, urlencode, urlsplit
+from typing import Any
+from urllib.parse import quote
 
 from rubix_integration.codecs import CID, import_directory, parse_cid, verify_block
 from rubix_integration.errors import (
@@ -33,14 +26,20 @@ from rubix_integration.errors import (
     ContentNotFoundError,
     ContentTooLargeError,
     CorruptBlockError,
-    InvalidCIDError,
     IPFSError,
     IPFSTimeoutError,
-    IPFSUnavailableError,
     NotAFileError,
     UnsupportedOperationError,
 )
 from rubix_integration.hookspecs import hookimpl
+from rubix_integration.ipfs._rpc import (
+    CLIENT_GRACE,
+    RPC,
+    ApiAddress,
+    parse_api_address,
+    probe_version,
+    resolve_address,
+)
 from rubix_integration.ipfs._writeout import DirOut, FileOut, LinkOut, write_tree
 from rubix_integration.ipfs.base import (
     AddedEntry,
@@ -52,19 +51,13 @@ from rubix_integration.ipfs.base import (
     IPFSDetection,
 )
 
-if TYPE_CHECKING:
-    import ipfshttpclient
-
-__all__ = ["ApiAddress", "HTTPBackend", "parse_api_address"]
+__all__ = ["CLIENT_GRACE", "ApiAddress", "HTTPBackend", "parse_api_address"]
 
 PROBE_TIMEOUT = 1.0
 """Seconds :meth:`HTTPBackend.detect` and :meth:`HTTPBackend.health` wait for ``/version``."""
 
 HAS_PROBE_TIMEOUT = 0.5
 """Longest wait of :meth:`HTTPBackend.has` for a block the daemon does not hold."""
-
-CLIENT_GRACE = 1.0
-"""Extra seconds the client waits past the daemon-side timeout, so the daemon's answer wins."""
 
 _ADD_OPTS = {
     # kubo's defaults, spelled out: the CIDs must match what `ipfs add` gives everywhere
@@ -76,136 +69,6 @@ _ADD_OPTS = {
 }
 
 _READ_CHUNK = 64 * 1024
-
-
-# --- addresses -----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ApiAddress:
-    """A daemon RPC address in both notations, and where it came from."""
-
-    multiaddr: str
-    url: str
-    source: str
-
-
-def parse_api_address(text: str, source: str = "ipfs_api setting") -> ApiAddress:
-    """Parse a multiaddr (``/ip4/H/tcp/P[/http|/https]``, ``/ip6``, ``/dns*``) or an HTTP(S) URL.
-
-    Raises ``ValueError`` naming what is wrong.
-    """
-    text = text.strip()
-    if text.startswith("/"):
-        parts = text.strip("/").split("/")
-        if len(parts) < 4 or parts[0] not in ("ip4", "ip6", "dns", "dns4", "dns6") \
-                or parts[2] != "tcp":
-            raise ValueError(f"{text!r} is not a /ip4|ip6|dns/HOST/tcp/PORT multiaddr")
-        host, port_text = parts[1], parts[3]
-        rest = parts[4:]
-        if rest not in ([], ["http"], ["https"]):
-            raise ValueError(f"{text!r}: only /http or /https may follow the port")
-        scheme = rest[0] if rest else "http"
-        port = _port(port_text, text)
-        url_host = f"[{host}]" if parts[0] == "ip6" else host
-        multiaddr = f"/{parts[0]}/{host}/tcp/{port}/{scheme}"
-        return ApiAddress(multiaddr, f"{scheme}://{url_host}:{port}", source)
-    split = urlsplit(text)
-    if split.scheme not in ("http", "https") or not split.hostname:
-        raise ValueError(f"{text!r} is neither a multiaddr nor an http(s) URL")
-    try:
-        port = split.port or (443 if split.scheme == "https" else 80)
-    except ValueError as exc:
-        raise ValueError(f"{text!r}: {exc}") from None
-    host = split.hostname
-    try:
-        proto = "ip6" if ipaddress.ip_address(host).version == 6 else "ip4"
-    except ValueError:
-        proto = "dns"
-    url_host = f"[{host}]" if proto == "ip6" else host
-    return ApiAddress(f"/{proto}/{host}/tcp/{port}/{split.scheme}",
-                      f"{split.scheme}://{url_host}:{port}", source)
-
-
-def _port(text: str, whole: str) -> int:
-    if not text.isdigit() or not 0 < int(text) < 65536:
-        raise ValueError(f"{whole!r}: {text!r} is not a TCP port")
-    return int(text)
-
-
-def _resolve_address(context: IPFSContext) -> ApiAddress | str:
-    """The daemon address for ``context``, or a one-line reason why there is none."""
-    configured = context.settings.ipfs_api
-    if configured:
-        try:
-            return parse_api_address(configured)
-        except ValueError as exc:
-            raise ConfigError(f"ipfs_api: {exc}", name="ipfs_api", value=configured) from exc
-    if context.ipfs_path is None:
-        return "no ipfs_api setting and no IPFS repo path"
-    api_file = context.ipfs_path / "api"
-    try:
-        text = api_file.read_text().strip()
-    except FileNotFoundError:
-        return f"no ipfs_api setting and no api file at {api_file} (no daemon running)"
-    except OSError as exc:
-        return f"cannot read {api_file}: {exc}"
-    try:
-        return parse_api_address(text, source=f"api file {api_file}")
-    except ValueError as exc:
-        return f"{api_file}: {exc}"
-
-
-def _probe_version(address: ApiAddress, timeout: float) -> dict[str, Any]:
-    """POST ``/api/v0/version`` with the standard library; raise ``OSError`` on any failure."""
-    split = urlsplit(address.url)
-    conn: http.client.HTTPConnection
-    if split.scheme == "https":
-        conn = http.client.HTTPSConnection(split.hostname or "", split.port, timeout=timeout)
-    else:
-        conn = http.client.HTTPConnection(split.hostname or "", split.port, timeout=timeout)
-    try:
-        conn.request("POST", "/api/v0/version")
-        response = conn.getresponse()
-        body = response.read(65536)
-        if response.status != 200:
-            raise OSError(f"HTTP {response.status}: {body[:200]!r}")
-        try:
-            value = json.loads(body)
-        except ValueError as exc:
-            raise OSError(f"not an IPFS RPC API (answer {body[:80]!r})") from exc
-        if not isinstance(value, dict) or "Version" not in value:
-            raise OSError(f"not an IPFS RPC API (answer {body[:80]!r})")
-        return value
-    except http.client.HTTPException as exc:
-        raise OSError(str(exc) or type(exc).__name__) from exc
-    finally:
-        conn.close()
-
-
-# --- error translation ---------------------------------------------------------------------------
-
-_TIMEOUT_WORDS = ("timed out", "timeout", "deadline exceeded", "context canceled")
-_DIRECTORY_WORDS = ("is a directory", "not a file", "dag node is a directory",
-                    "unsupported unixfs type", "not unixfs")
-_INVALID_WORDS = ("invalid cid", "invalid request query input", "invalid path", "invalid ipfs path",
-                  "selected encoding not supported", "non-base58", "unknown codec",
-                  "illegal base", "invalid multihash", "cid too short")
-_NOT_FOUND_WORDS = ("not found", "does not exist", "no link named", "no such", "could not find",
-                    "not pinned", "enoent")
-
-
-def _classify_message(message: str) -> type[IPFSError]:
-    text = message.lower()
-    if any(w in text for w in _TIMEOUT_WORDS):
-        return IPFSTimeoutError
-    if any(w in text for w in _DIRECTORY_WORDS):
-        return NotAFileError
-    if any(w in text for w in _INVALID_WORDS):
-        return InvalidCIDError
-    if any(w in text for w in _NOT_FOUND_WORDS):
-        return ContentNotFoundError
-    return IPFSError
 
 
 # --- the backend ---------------------------------------------------------------------------------
@@ -220,27 +83,21 @@ class HTTPBackend(IPFSBackend):
 
     def __init__(self, context: IPFSContext) -> None:
         super().__init__(context)
-        resolved = _resolve_address(context)
-        self._address: ApiAddress | None = resolved if isinstance(resolved, ApiAddress) else None
-        self._no_address_reason = resolved if isinstance(resolved, str) else ""
-        self._local = threading.local()
-        self._clients: list[ipfshttpclient.Client] = []
-        self._connections: list[http.client.HTTPConnection] = []
-        self._lock = threading.Lock()
+        self._rpc = RPC(context, self.name)
 
     # --- detection -------------------------------------------------------------------------------
 
     @classmethod
     def detect(cls, context: IPFSContext) -> IPFSDetection:
         try:
-            resolved = _resolve_address(context)
+            resolved = resolve_address(context)
         except ConfigError as exc:
             return IPFSDetection(False, str(exc))
         if isinstance(resolved, str):
             return IPFSDetection(False, resolved)
         timeout = min(PROBE_TIMEOUT, context.timeout)
         try:
-            version = _probe_version(resolved, timeout)
+            version = probe_version(resolved, timeout)
         except OSError as exc:
             return IPFSDetection(
                 False, f"no IPFS daemon answers at {resolved.url} (from {resolved.source}): "
@@ -251,106 +108,33 @@ class HTTPBackend(IPFSBackend):
     @property
     def address(self) -> ApiAddress | None:
         """The daemon address in use (``None`` when none could be found)."""
-        return self._address
+        return self._rpc.address
+
+    def client(self) -> Any:
+        """An :class:`ipfshttpclient.Client` on the same daemon, for RPC calls outside this
+        backend's contract (``name.publish``, ``pubsub``, ``swarm``, ...).
+
+        Built directly on the resolved address (``ipfshttpclient.connect()`` refuses every daemon
+        newer than kubo 0.7), with a keep-alive session; the caller closes it. The backend's own
+        calls do not use it: they go through one transport with one error map.
+        """
+        address = self._rpc.addr()
+        try:
+            import ipfshttpclient
+        except ImportError as exc:
+            raise UnsupportedOperationError(
+                "http: the ipfshttpclient package is not installed "
+                "(pip install 'ipfshttpclient>=0.7,<0.8')", backend=self.name) from exc
+        return ipfshttpclient.Client(address.multiaddr, session=True,
+                                     timeout=self.context.timeout)
 
     # --- plumbing --------------------------------------------------------------------------------
-
-    def _addr(self, cid: str | None = None) -> ApiAddress:
-        if self._address is None:
-            # a daemon started after this backend was built writes the api file late
-            resolved = _resolve_address(self.context)
-            if isinstance(resolved, str):
-                raise IPFSUnavailableError(f"http: {resolved}", cid=cid, backend=self.name)
-            self._address = resolved
-        return self._address
-
-    def _client(self, cid: str | None = None) -> ipfshttpclient.Client:
-        client: ipfshttpclient.Client | None = getattr(self._local, "client", None)
-        if client is None:
-            address = self._addr(cid)
-            try:
-                import ipfshttpclient
-            except ImportError as exc:  # pragma: no cover - a declared dependency
-                raise IPFSUnavailableError(
-                    "http: the ipfshttpclient package is not installed "
-                    "(pip install 'ipfshttpclient>=0.7,<0.8')", backend=self.name) from exc
-            try:
-                client = ipfshttpclient.Client(address.multiaddr, session=True)
-            except ipfshttpclient.exceptions.AddressError as exc:
-                raise IPFSUnavailableError(f"http: bad daemon address {address.multiaddr}",
-                                           backend=self.name) from exc
-            if _is_loopback(address.url):
-                # requests re-reads every proxy variable of the environment on each request
-                # (a third of the time of a small cat); no proxy serves a loopback daemon anyway
-                session = getattr(getattr(client, "_client", None), "_session", None)
-                if session is not None:
-                    session.trust_env = False
-            self._local.client = client
-            with self._lock:
-                self._clients.append(client)
-        return client
 
     def _timeout(self, timeout: float | None) -> float:
         value = self.context.timeout if timeout is None else timeout
         if value <= 0:
             raise ValueError(f"timeout must be positive, got {value}")
         return value
-
-    def _kwargs(self, timeout: float, opts: dict[str, str] | None = None) -> dict[str, Any]:
-        """The per-request arguments: daemon-side and client-side timeouts."""
-        all_opts = {"timeout": f"{max(1, int(timeout * 1000))}ms"}
-        if opts:
-            all_opts.update(opts)
-        return {"opts": all_opts,
-                "timeout": (min(timeout, 5.0), timeout + CLIENT_GRACE)}
-
-    def _fail(self, exc: BaseException, *, cid: str | None = None, path: str | None = None,
-              what: str = "request") -> NoReturn:
-        """Raise the classified error for ``exc`` (from ipfshttpclient, requests or urllib3)."""
-        raise self._translate(exc, cid=cid, path=path, what=what) from exc
-
-    def _translate(self, exc: BaseException, *, cid: str | None, path: str | None,
-                   what: str) -> IPFSError:
-        import ipfshttpclient.exceptions as ipfs_exc
-        import requests
-
-        where = self._address.url if self._address else "?"
-        subject = f" {cid}" if cid else (f" {path}" if path else "")
-        if isinstance(exc, IPFSError):
-            return exc
-        if isinstance(exc, ipfs_exc.ErrorResponse):
-            message = str(exc.args[0]) if exc.args else str(exc)
-            cls = _classify_message(message)
-            if cls is InvalidCIDError and cid is None:
-                cls = IPFSError
-            return cls(f"http: {what}{subject}: {message}", cid=cid, path=path, backend=self.name)
-        if isinstance(exc, (ipfs_exc.TimeoutError, requests.exceptions.Timeout, TimeoutError)):
-            return IPFSTimeoutError(f"http: {what}{subject}: no answer from {where} in time",
-                                    cid=cid, path=path, backend=self.name)
-        if isinstance(exc, (ipfs_exc.ConnectionError, ipfs_exc.ProtocolError,
-                            requests.exceptions.ConnectionError,
-                            requests.exceptions.ChunkedEncodingError, ConnectionError)):
-            return IPFSUnavailableError(
-                f"http: {what}{subject}: the daemon at {where} cannot be reached or dropped the "
-                f"connection ({type(exc).__name__})", cid=cid, path=path, backend=self.name)
-        if isinstance(exc, ipfs_exc.StatusError):
-            status = getattr(getattr(exc.original, "response", None), "status_code", None)
-            if status in (404, 405, 501):
-                return UnsupportedOperationError(
-                    f"http: the daemon at {where} does not offer {what} (HTTP {status})",
-                    cid=cid, path=path, backend=self.name)
-            return IPFSError(f"http: {what}{subject}: {exc}", cid=cid, path=path,
-                             backend=self.name)
-        return IPFSError(f"http: {what}{subject}: {type(exc).__name__}: {exc}", cid=cid,
-                         path=path, backend=self.name)
-
-    def _catchable(self) -> tuple[type[BaseException], ...]:
-        import ipfshttpclient.exceptions as ipfs_exc
-        import requests
-        import urllib3.exceptions
-
-        return (ipfs_exc.Error, requests.exceptions.RequestException,
-                urllib3.exceptions.HTTPError, OSError)
 
     # --- reading ---------------------------------------------------------------------------------
 
@@ -371,8 +155,14 @@ class HTTPBackend(IPFSBackend):
         if max_size is None or (offset == 0 and length is None):
             # one request; with a limit, read at most one byte past it instead of asking the size
             text = str(parse_cid(cid))
-            return self._fast_cat(text, _range_opts(offset, length), self._timeout(timeout),
-                                  max_size)
+            conn, response = self._rpc.request("cat", (text,), _range_opts(offset, length),
+                                           limit=self._timeout(timeout), what="cat", cid=text)
+            data = self._rpc.read(conn, response, "cat", text, max_size=max_size)
+            if max_size is not None and len(data) > max_size:
+                raise ContentTooLargeError(
+                    f"http: {text} holds more than the limit of {max_size} bytes",
+                    cid=text, backend=self.name)
+            return data
         return b"".join(self.iter_cat(cid, offset=offset, length=length, max_size=max_size,
                                       timeout=timeout))
 
@@ -400,140 +190,35 @@ class HTTPBackend(IPFSBackend):
             return iter(())
         return self._stream_cat(cid, offset, length, timeout)
 
-    # --- the hot read: one keep-alive connection per thread -------------------------------------
-
-    def _connection(self) -> http.client.HTTPConnection:
-        conn: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
-        if conn is None:
-            split = urlsplit(self._addr().url)
-            factory = (http.client.HTTPSConnection if split.scheme == "https"
-                       else http.client.HTTPConnection)
-            conn = factory(split.hostname or "", split.port)
-            self._local.connection = conn
-            with self._lock:
-                self._connections.append(conn)
-        return conn
-
-    def _drop_connection(self) -> None:
-        conn = getattr(self._local, "connection", None)
-        self._local.connection = None
-        if conn is not None:
-            conn.close()
-
-    def _fast_cat(self, text: str, opts: dict[str, str], limit: float,
-                  max_size: int | None) -> bytes:
-        """``cat`` over a bare keep-alive connection (ipfshttpclient and requests spend more
-        time per small object than the daemon does). Same timeouts, same error classes."""
-        query = urlencode({"arg": text, "timeout": f"{max(1, int(limit * 1000))}ms", **opts})
-        for attempt in (1, 2):
-            conn = self._connection()
-            reused = conn.sock is not None
-            conn.timeout = limit + CLIENT_GRACE
-            if conn.sock is not None:
-                conn.sock.settimeout(limit + CLIENT_GRACE)
-            try:
-                conn.request("POST", f"/api/v0/cat?{query}")
-                response = conn.getresponse()
-                if response.status != 200:
-                    body = response.read(65536)
-                    self._drop_connection()  # errors are rare: no need to keep it tidy
-                    raise self._error_response(response.status, body, text)
-                data = response.read() if max_size is None else response.read(max_size + 1)
-                if max_size is not None and len(data) > max_size:
-                    self._drop_connection()  # the rest of the body is never read
-                    raise ContentTooLargeError(
-                        f"http: {text} holds more than the limit of {max_size} bytes",
-                        cid=text, backend=self.name)
-                if response.will_close:
-                    self._drop_connection()
-                return data
-            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as exc:
-                self._drop_connection()
-                if reused and attempt == 1:
-                    continue  # the daemon closed an idle kept-alive connection: once more, fresh
-                raise IPFSUnavailableError(
-                    f"http: cat {text}: the daemon at {self._addr().url} dropped the connection "
-                    f"({type(exc).__name__})", cid=text, backend=self.name) from exc
-            except TimeoutError as exc:
-                self._drop_connection()
-                raise IPFSTimeoutError(f"http: cat {text}: no answer from {self._addr().url} "
-                                       "in time", cid=text, backend=self.name) from exc
-            except (OSError, http.client.HTTPException) as exc:
-                self._drop_connection()
-                raise IPFSUnavailableError(
-                    f"http: cat {text}: the daemon at {self._addr().url} cannot be reached "
-                    f"({type(exc).__name__}: {exc})", cid=text, backend=self.name) from exc
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _error_response(self, status: int, body: bytes, cid: str) -> IPFSError:
-        try:
-            message = str(json.loads(body).get("Message") or "")
-        except (ValueError, AttributeError):
-            message = ""
-        message = message or body[:200].decode("utf-8", "replace") or f"HTTP {status}"
-        cls = _classify_message(message)
-        if cls is IPFSError and status in (404, 405, 501):
-            return UnsupportedOperationError(
-                f"http: the daemon at {self._addr().url} does not offer cat (HTTP {status})",
-                cid=cid, backend=self.name)
-        return cls(f"http: cat {cid}: {message}", cid=cid, backend=self.name)
-
     def _stream_cat(self, cid: str, offset: int, length: int | None,
                     timeout: float | None) -> Iterator[bytes]:
         """Open the stream now (errors surface at the call) and yield its chunks lazily."""
         text = str(parse_cid(cid))
         limit = self._timeout(timeout)
         deadline = time.monotonic() + limit + CLIENT_GRACE
-        try:
-            stream = self._client(text).cat(
-                text, stream=True, **self._kwargs(limit, _range_opts(offset, length)))
-        except self._catchable() as exc:
-            self._fail(exc, cid=text, what="cat")
-        return self._drain(stream, text, deadline, length)
-
-    def _drain(self, stream: Any, cid: str, deadline: float,
-               length: int | None) -> Iterator[bytes]:
-        received = 0
-        try:
-            for chunk in stream:
-                if not chunk:
-                    continue
-                if length is not None and received + len(chunk) > length:
-                    chunk = chunk[:length - received]
-                received += len(chunk)
-                yield chunk
-                if length is not None and received >= length:
-                    return
-                if time.monotonic() > deadline:
-                    raise IPFSTimeoutError(f"http: cat {cid}: did not finish in time", cid=cid,
-                                           backend=self.name)
-        except self._catchable() as exc:
-            self._fail(exc, cid=cid, what="cat")
-        finally:
-            stream.close()
+        conn, response = self._rpc.request("cat", (text,), _range_opts(offset, length), limit=limit,
+                                       what="cat", cid=text, stream=True)
+        return self._rpc.stream(conn, response, "cat", text, deadline, length)
 
     def _stat(self, cid: str, timeout: float | None) -> tuple[str, int]:
         """``("file"|"directory"|..., content size)`` of ``cid`` from ``files/stat``."""
         text = str(parse_cid(cid))
-        try:
-            stat = self._client(text).files.stat(f"/ipfs/{text}",
-                                                 **self._kwargs(self._timeout(timeout)))
-        except self._catchable() as exc:
-            self._fail(exc, cid=text, what="stat")
+        answer = self._rpc.call("files/stat", (f"/ipfs/{text}",), limit=self._timeout(timeout),
+                            what="stat", cid=text)
+        stat = answer[0] if answer else {}
         return str(stat.get("Type", "other")), int(stat.get("Size", 0) or 0)
 
     def ls(self, cid: str, *, timeout: float | None = None) -> list[DirEntry]:
         text = str(parse_cid(cid))
-        try:
-            answer = self._client(text).ls(text, **self._kwargs(self._timeout(timeout)))
-        except self._catchable() as exc:
-            self._fail(exc, cid=text, what="ls")
+        answer = self._rpc.call("ls", (text,), limit=self._timeout(timeout), what="ls", cid=text)
         entries: list[DirEntry] = []
-        for obj in answer.get("Objects") or []:
-            for link in obj.get("Links") or []:
-                kind = _LINK_TYPES.get(int(link.get("Type", -1)), "other")
-                size = int(link.get("Size", 0) or 0) if kind == "file" else 0
-                entries.append(DirEntry(str(link.get("Name", "")), str(link["Hash"]), size, kind))
+        for part in answer:
+            for obj in part.get("Objects") or []:
+                for link in obj.get("Links") or []:
+                    kind = _LINK_TYPES.get(int(link.get("Type", -1)), "other")
+                    size = int(link.get("Size", 0) or 0) if kind == "file" else 0
+                    entries.append(DirEntry(str(link.get("Name", "")), str(link["Hash"]), size,
+                                            kind))
         return entries
 
     def get(self, cid: str, dest: Path, *, timeout: float | None = None) -> Path:
@@ -583,22 +268,18 @@ class HTTPBackend(IPFSBackend):
         text = str(parse_cid(cid))
         limit = min(self._timeout(timeout), HAS_PROBE_TIMEOUT)
         try:
-            self._client(text).block.stat(text, **self._kwargs(limit, {"offline": "true"}))
-        except self._catchable() as exc:
-            error = self._translate(exc, cid=text, path=None, what="has")
-            if isinstance(error, (ContentNotFoundError, IPFSTimeoutError)):
-                return False
-            raise error from exc
+            self._rpc.call("block/stat", (text,), {"offline": "true"}, limit=limit, what="has",
+                       cid=text)
+        except (ContentNotFoundError, IPFSTimeoutError):
+            return False
         return True
 
     def get_block(self, cid: str, *, timeout: float | None = None) -> bytes:
         parsed = parse_cid(cid)
         text = str(parsed)
-        try:
-            data: bytes = self._client(text).block.get(text,
-                                                        **self._kwargs(self._timeout(timeout)))
-        except self._catchable() as exc:
-            self._fail(exc, cid=text, what="block get")
+        conn, response = self._rpc.request("block/get", (text,), limit=self._timeout(timeout),
+                                       what="block get", cid=text)
+        data = self._rpc.read(conn, response, "block get", text)
         verify_block(parsed, data)
         return data
 
@@ -611,14 +292,12 @@ class HTTPBackend(IPFSBackend):
 
         opts = {"format": expected.codec_name, "mhtype": HASH_NAMES.get(expected.hash_code, ""),
                 "version": str(expected.version)}
-        import io
-
-        try:
-            answer = self._client(str(expected)).block.put(
-                io.BytesIO(data), **self._kwargs(self._timeout(timeout), opts))
-        except self._catchable() as exc:
-            self._fail(exc, cid=str(expected), what="block put")
-        got = parse_cid(str(answer.get("Key", "")))
+        boundary = uuid.uuid4().hex
+        answer = self._rpc.call(
+            "block/put", (), opts, limit=self._timeout(timeout), what="block put",
+            cid=str(expected), body=b"".join(_multipart([("block", data)], boundary)),
+            headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        got = parse_cid(str(answer[0].get("Key", "") if answer else ""))
         if got.multihash != expected.multihash or got.codec != expected.codec:
             raise CorruptBlockError(
                 f"http: the daemon stored the block as {got}, expected {expected}",
@@ -708,18 +387,15 @@ class HTTPBackend(IPFSBackend):
     def _add(self, parts: list[tuple[str, bytes | Path | None]], *, pin: bool,
              timeout: float | None, path: str | None) -> list[dict[str, Any]]:
         boundary = uuid.uuid4().hex
-        body = _multipart(parts, boundary)
+        chunks = _multipart(parts, boundary)
+        body: bytes | Iterator[bytes] = chunks
+        if not any(isinstance(content, Path) for _, content in parts):
+            body = b"".join(chunks)  # no file to stream: sent at once, on the kept-alive one
         headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
         opts = dict(_ADD_OPTS, pin="true" if pin else "false")
-        try:
-            # ipfshttpclient's own directory upload sends folder parts first, which js-ipfs
-            # rejects; its low-level request takes our body as is
-            client = self._client()
-            rows = client._client.request("/add", decoder="json", data=body, headers=headers,
-                                          **self._kwargs(self._timeout(timeout), opts))
-        except self._catchable() as exc:
-            self._fail(exc, path=path, what="add")
-        result = [dict(r) for r in rows if isinstance(r, dict) and "Hash" in r]
+        rows = self._rpc.call("add", (), opts, limit=self._timeout(timeout), what="add", path=path,
+                          body=body, headers=headers)
+        result = [r for r in rows if "Hash" in r]
         if not result:
             raise IPFSError(f"http: add returned nothing ({rows!r:.200})", path=path,
                             backend=self.name)
@@ -727,50 +403,35 @@ class HTTPBackend(IPFSBackend):
 
     def pin(self, cid: str, *, timeout: float | None = None) -> None:
         text = str(parse_cid(cid))
-        try:
-            self._client(text).pin.add(text, **self._kwargs(self._timeout(timeout),
-                                                             {"recursive": "true"}))
-        except self._catchable() as exc:
-            self._fail(exc, cid=text, what="pin")
+        self._rpc.call("pin/add", (text,), {"recursive": "true"}, limit=self._timeout(timeout),
+                   what="pin", cid=text)
 
     def unpin(self, cid: str, *, timeout: float | None = None) -> None:
         """Remove the recursive pin; a CID that is not pinned is left as it is."""
         text = str(parse_cid(cid))
         try:
-            self._client(text).pin.rm(text, **self._kwargs(self._timeout(timeout),
-                                                            {"recursive": "true"}))
-        except self._catchable() as exc:
-            error = self._translate(exc, cid=text, path=None, what="unpin")
-            if isinstance(error, ContentNotFoundError) and "not pinned" in str(error).lower():
-                return
-            raise error from exc
+            self._rpc.call("pin/rm", (text,), {"recursive": "true"}, limit=self._timeout(timeout),
+                       what="unpin", cid=text)
+        except ContentNotFoundError as exc:
+            if "not pinned" not in str(exc).lower():
+                raise
 
     # --- lifecycle -------------------------------------------------------------------------------
 
     def health(self) -> Health:
         try:
-            address = self._addr()
+            address = self._rpc.addr()
         except IPFSError as exc:
             return Health(False, str(exc))
         try:
-            version = _probe_version(address, min(PROBE_TIMEOUT, self.context.timeout))
+            version = probe_version(address, min(PROBE_TIMEOUT, self.context.timeout))
         except OSError as exc:
             return Health(False, f"no IPFS daemon answers at {address.url}: "
                           f"{exc or type(exc).__name__}")
         return Health(True, f"daemon {version.get('Version', '?')} at {address.url}")
 
     def close(self) -> None:
-        with self._lock:
-            clients, self._clients = self._clients, []
-            connections, self._connections = self._connections, []
-        for conn in connections:
-            with contextlib.suppress(Exception):
-                conn.close()
-        for client in clients:
-            with contextlib.suppress(Exception):  # closing is best effort
-                client.close()
-        # threads that keep running get a new client on their next call
-        self._local = threading.local()
+        self._rpc.close()
 
 
 _LINK_TYPES: dict[int, Any] = {1: "directory", 5: "directory", 2: "file", 0: "file"}
@@ -840,13 +501,3 @@ def _multipart(parts: Iterable[tuple[str, bytes | Path | None]],
 @hookimpl
 def register_ipfs_backends() -> list[type[IPFSBackend]]:
     return [HTTPBackend]
-
-
-def _is_loopback(url: str) -> bool:
-    host = urllib.parse.urlsplit(url).hostname or ""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False

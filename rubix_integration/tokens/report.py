@@ -11,12 +11,10 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
 from rubix_integration.errors import RubixError, StoreError
 
 if TYPE_CHECKING:
-    from rubix_integration._manager import Manager
+    from rubix_integration.stores.base import Store
 
 log = logging.getLogger("rubix_integration.report")
 
@@ -78,18 +76,23 @@ class ReportResult:
         return [dict(zip(self.columns, row, strict=True)) for row in self.rows]
 
 
-def run_report(manager: Manager, name: str, *, engine: str = "auto") -> ReportResult:
-    """Run report ``name`` (a key of :data:`REPORTS`) on DuckDB or, failing that, the store.
+def run_report(store: Store, name: str, *, engine: str = "auto") -> ReportResult:
+    """Run report ``name`` (a key of :data:`REPORTS`) on DuckDB over ``store`` or, failing
+    that, on the store itself (open, with its tables created).
 
     ``engine`` is ``"auto"``, ``"duckdb"`` or ``"store"``.
     """
     if name not in REPORTS:
         raise RubixError(f"unknown report {name!r}; reports: {', '.join(REPORTS)}")
     report = REPORTS[name]
-    store = manager.store  # opens the store and creates the tables when they are missing
+    # imported here: the command line lists the reports without loading SQLAlchemy
+    import sqlalchemy as sa
+
     if engine in ("auto", "duckdb"):
         try:
-            with manager.analytics() as analytics:
+            from rubix_integration.stores.analytics import Analytics
+
+            with Analytics(store) as analytics:
                 columns, rows = analytics.query_table(report.sql)
                 return ReportResult(report, columns, rows, f"duckdb ({analytics.method})")
         except (RubixError, ImportError) as exc:

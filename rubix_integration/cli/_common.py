@@ -6,12 +6,15 @@ import json
 import logging
 import warnings
 from collections.abc import Callable
-from typing import Any, TextIO, TypeVar
+from typing import TYPE_CHECKING, Any, TextIO, TypeVar
 
 import click
 
 from rubix_integration._settings import IPFS_MODES, OPTION_SOURCE
 from rubix_integration.errors import RubixError
+
+if TYPE_CHECKING:
+    from rubix_integration._manager import Manager
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -140,7 +143,7 @@ def json_option(func: F) -> F:
     )
 
 
-def make_manager(**settings: Any) -> Any:
+def make_manager(**settings: Any) -> Manager:
     """A Manager on the given option values; each is reported as coming from its option."""
     from rubix_integration._manager import Manager
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from rubix_integration._cli_common import Group, json_option, make_manager, store_option
+from rubix_integration.cli._common import Group, json_option, make_manager, store_option
 from rubix_integration.errors import PluginError
 
 __all__ = ["tasks"]

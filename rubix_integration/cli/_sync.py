@@ -11,19 +11,18 @@ import os
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from rubix_integration._cli_common import make_manager, store_option
+from rubix_integration.cli._common import make_manager, store_option
 from rubix_integration.tokens.discover import DEFAULT_PATTERN, NodeDatabase
 from rubix_integration.tokens.report import REPORTS, ReportResult, run_report
-from rubix_integration.tokens.sync import (
-    DatabaseResult,
-    SyncObserver,
-    SyncSummary,
-    sync_log_handler,
-)
+from rubix_integration.tokens.results import DatabaseResult, SyncObserver, SyncSummary
+
+if TYPE_CHECKING:
+    from rubix_integration._manager import Manager
+    from rubix_integration.tokens.sync import _SyncLogHandler
 
 __all__ = ["demo", "report", "sync"]
 
@@ -138,7 +137,7 @@ def sync(roots: tuple[Path, ...], store_url: str | None, workers: int | None,
         sys.exit(1)
 
 
-def _run_sync(manager: Any, roots: list[Path], *, workers: int | None, processes: int | None,
+def _run_sync(manager: Manager, roots: list[Path], *, workers: int | None, processes: int | None,
               full: bool, pattern: str, progress: bool) -> SyncSummary:
     options: dict[str, Any] = {"workers": workers, "processes": processes, "full": full,
                                "pattern": pattern}
@@ -151,7 +150,9 @@ def _run_sync(manager: Any, roots: list[Path], *, workers: int | None, processes
     return summary
 
 
-def _log_to(path: Path) -> Any:
+def _log_to(path: Path) -> _SyncLogHandler:
+    from rubix_integration.tokens.sync import sync_log_handler
+
     handler = sync_log_handler(path)
     logger = logging.getLogger("rubix_integration")
     # the command owns this process's logging: progress lines too, not only failures
@@ -213,7 +214,7 @@ def report(name: str, store_url: str | None, fmt: str, engine: str) -> None:
     history       processing history of node databases
     """
     with make_manager(store_url=store_url) as manager:
-        result = run_report(manager, name, engine=engine)
+        result = run_report(manager.store, name, engine=engine)
     click.echo(_render(result, fmt), nl=fmt != "csv")
 
 
@@ -251,7 +252,7 @@ def demo(directory: Path | None, nodes: int, tokens: int, store_url: str | None,
                        f"with {sample.tokens} tokens in {root}", err=True)
         summary = _run_sync(manager, [root], workers=None, processes=None, full=False,
                             pattern=DEFAULT_PATTERN, progress=not as_json)
-        result = run_report(manager, "nodes")
+        result = run_report(manager.store, "nodes")
     broken = sorted({r.node_name for r in summary.databases} & set(BROKEN_ON_PURPOSE))
     note = (f"{len(broken)} sample nodes are broken on purpose to show failure handling: "
             + ", ".join(f"{n} ({BROKEN_ON_PURPOSE[n]})" for n in broken)) if broken else ""

@@ -1,0 +1,52 @@
+"""The ``rubix-integration`` command line: thin over :class:`rubix_integration.Manager`.
+
+Each command builds a Manager from its options, calls one method and renders the result. Expected
+failures (every :class:`~rubix_integration.errors.RubixError`) become one line on stderr and exit
+status 1, never a traceback.
+
+One module per command group: :mod:`._status` (``status``, ``plugins``), :mod:`._ipfs`,
+:mod:`._sync` (``sync``, ``report``, ``demo``) and :mod:`._tasks`. Building the command tree
+imports nothing heavy (no SQLAlchemy, DuckDB or IPFS client): ``--help`` answers at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import click
+
+from rubix_integration import __version__
+from rubix_integration.cli._common import Group, configure_warnings
+from rubix_integration.cli._ipfs import ipfs
+from rubix_integration.cli._plugin_commands import add_plugin_commands
+from rubix_integration.cli._status import plugins, status
+from rubix_integration.cli._sync import demo, report, sync
+from rubix_integration.cli._tasks import tasks
+
+__all__ = ["cli", "main"]
+
+
+@click.group(cls=Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="rubix-integration")
+def cli() -> None:
+    """Gather what many Rubix nodes hold, resolve token content through IPFS, and keep it in
+    one store that can be queried, audited and shared.
+
+    Configuration: command options > RUBIX_* environment variables > config.toml in the config
+    dir > defaults. Run `rubix-integration status` to see what was detected and why.
+    """
+
+
+for _command in (status, plugins, ipfs, sync, report, demo, tasks):
+    cli.add_command(_command)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point."""
+    configure_warnings()
+    add_plugin_commands(cli)
+    cli.main(args=list(argv) if argv is not None else None, prog_name="rubix-integration")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
