@@ -10,7 +10,8 @@ What a store promises:
 - :meth:`check` says whether the driver is installed, or raises
   :class:`~rubix_integration.errors.StoreMissingDependency` with the command that installs it.
 - :meth:`create_schema` is idempotent and safe when several processes call it at the same moment;
-  afterwards ``rubix_meta`` holds the schema version and this store's ``node_id``.
+  afterwards ``rubix_meta`` holds the schema version and this store's ``node_id``. A store of an
+  older schema version is upgraded first (:mod:`rubix_integration.stores.migrations`).
 - :meth:`transaction` yields a Core connection inside one transaction (commit on success, rollback
   on error); :meth:`session` yields a :class:`sqlmodel.Session` the caller commits.
 - :meth:`bulk_insert` writes many plain rows in one transaction through the driver's fastest path
@@ -252,8 +253,15 @@ class Store(StorePrimitives):
         try:
             with self.transaction() as conn:
                 self._schema_lock(conn)
-                self.metadata.create_all(conn)
                 table = META_TABLE
+                found = self._stored_version(conn)
+                if found is not None and found < SCHEMA_VERSION:
+                    from rubix_integration.stores.migrations import migrate
+
+                    migrate(self, conn, found)
+                    conn.execute(sa.update(table).where(table.c.key == "schema_version")
+                                 .values(value=str(SCHEMA_VERSION)))
+                self.metadata.create_all(conn)
                 present = set(conn.execute(sa.select(table.c.key)).scalars())
                 wanted = {"schema_version": str(SCHEMA_VERSION), "node_id": str(uuid.uuid4())}
                 missing = [{"key": k, "value": v} for k, v in wanted.items() if k not in present]
@@ -269,6 +277,16 @@ class Store(StorePrimitives):
                 f"{self._unavailable_reason(exc)}",
                 url=self.masked_url, backend=self.name,
             ) from exc
+
+    @staticmethod
+    def _stored_version(conn: Connection) -> int | None:
+        """``rubix_meta.schema_version`` as stored, or ``None`` for a store without one."""
+        table = META_TABLE
+        if not sa.inspect(conn).has_table(table.name, schema=table.schema):
+            return None
+        value = conn.execute(sa.select(table.c.value)
+                             .where(table.c.key == "schema_version")).scalar()
+        return None if value is None else int(value)
 
     def _schema_lock(self, conn: Connection) -> None:
         """Serialise schema creation across processes for the rest of ``conn``'s transaction."""

@@ -5,27 +5,19 @@
 <rubix_integration.stores.Store.create_schema>` that names this store when it exchanges data with
 others.
 
-Replicated tables (added with later capabilities) inherit :class:`ReplicatedMixin` so that
-replication needs no reshaping of them:
-
-- ``origin_node``: the ``node_id`` of the store that wrote this version of the row. Rows written
-  locally carry this store's id; rows received from a peer keep the peer's.
-- ``change_version``: a number that only grows per origin node. Each local write takes the next
-  value, so a peer asks "everything from node N after version V" and resolves two versions of one
-  row deterministically (higher version wins; equal versions are ordered by ``origin_node``).
-- ``deleted_at``: a tombstone. Deleting replicated data sets this UTC timestamp (and a new
-  ``change_version``) instead of removing the row, so the deletion travels to peers like any other
-  change. Readers filter ``deleted_at IS NULL``; tombstones are purged only once every peer has
-  seen them.
+Replicated tables inherit :class:`ReplicatedMixin`; the rule they follow (stable key,
+``origin_node``, a hybrid-logical-clock ``change_version``, ``deleted_at`` tombstones) is set out in
+:mod:`rubix_integration.stores.replicated`.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
+
+from rubix_integration.stores.replicated import ReplicatedMixin
 
 if TYPE_CHECKING:
     from rubix_integration.stores.base import Store
@@ -40,7 +32,9 @@ __all__ = [
 ]
 
 #: Version of the tables this package creates; stored under ``rubix_meta.schema_version``.
-SCHEMA_VERSION = 1
+#: 2: the token tables follow the replication rule (see
+#: :mod:`~rubix_integration.stores.migrations`).
+SCHEMA_VERSION = 2
 
 
 class StoreMeta(SQLModel, table=True):
@@ -54,18 +48,6 @@ class StoreMeta(SQLModel, table=True):
 
 #: The Core table of :class:`StoreMeta`.
 META_TABLE: sa.Table = SQLModel.metadata.tables[StoreMeta.__tablename__]
-
-
-class ReplicatedMixin(SQLModel):
-    """Columns of a replicated row: who wrote it, its change version, its tombstone.
-
-    Mix it into a table model (``class Pin(ReplicatedMixin, table=True)``); see the module
-    docstring for the rules.
-    """
-
-    origin_node: str = Field(index=True, max_length=36)
-    change_version: int = Field(default=0, index=True, sa_type=sa.BigInteger)
-    deleted_at: datetime | None = Field(default=None)
 
 
 def get_meta(store: Store, key: str) -> str | None:

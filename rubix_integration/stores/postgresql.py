@@ -268,13 +268,23 @@ class PostgreSQLStore(Store):
 
     def _next_versions(self, conn: Connection | None, table: sa.Table,
                        count: int) -> list[Any]:
-        # one sequence per replicated table, declared with its model
+        # one sequence per replicated table, declared with its model, kept on the hybrid clock
+        # (see rubix_integration.stores.replicated)
         sequence = sa.Sequence(f"{table.name}_change_version_seq")
-        if count == 1 or conn is None:
+        clock = self.store_clock
+        if clock.due(sequence.name):
+            with self.transaction() as own:
+                clock.sync_sequence(own, sequence.name)
+        if conn is None:
             return [sequence.next_value() for _ in range(count)]
         # numbers for many rows at once: plain values suit executemany and COPY alike
         return list(conn.execute(sa.select(sequence.next_value()).select_from(
             sa.func.generate_series(1, count))).scalars())
+
+    def _stamp_each(self, conn: Connection, table: sa.Table, count: int,
+                    ordinal: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        # nextval is evaluated once per row written
+        return self._next_versions(None, table, 1)[0]  # type: ignore[no-any-return]
 
 
 def _json_text(none: str | None) -> Callable[[Any], Any]:

@@ -20,8 +20,9 @@ instead of running another dialect's SQL.
     :meth:`~StorePrimitives.json_array_within` and :meth:`~StorePrimitives.json_array_overlaps`:
     SQL conditions on JSON columns.
 ``change_version``
-    :meth:`~StorePrimitives.stamp`: ``origin_node`` and the next ``change_version`` for rows of a
-    replicated table (see :mod:`rubix_integration.stores.models`).
+    :meth:`~StorePrimitives.stamp`: ``origin_node`` and the next ``change_version`` (a hybrid
+    logical clock stamp) for rows of a replicated table (see
+    :mod:`rubix_integration.stores.replicated`).
 ``bulk_insert``
     :meth:`Store.bulk_insert <rubix_integration.stores.base.Store.bulk_insert>`.
 """
@@ -34,6 +35,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import sqlalchemy as sa
 
 from rubix_integration.errors import StoreError
+from rubix_integration.stores.replicated import StoreClock, is_replicated
 
 if TYPE_CHECKING:
     from sqlalchemy.engine import Connection
@@ -69,6 +71,7 @@ class StorePrimitives:
         def _begin(self, conn: Connection) -> None: ...
 
     _node_id_cache: str | None = None
+    _store_clock: StoreClock | None = None
 
     #: Whether keeping one connection for a loop of calls saves round trips (a pooled
     #: connection is pinged before use on a server database, not on an embedded one).
@@ -314,18 +317,26 @@ class StorePrimitives:
             self._node_id_cache = get_node_id(self)  # type: ignore[arg-type]
         return self._node_id_cache
 
+    @property
+    def store_clock(self) -> StoreClock:
+        """This store's hybrid logical clock (see :mod:`rubix_integration.stores.replicated`)."""
+        if self._store_clock is None:
+            self._store_clock = StoreClock()
+        return self._store_clock
+
     def stamp(self, table: sa.Table, rows: Sequence[Mapping[str, Any]], *,
               connection: Connection | None = None) -> list[dict[str, Any]]:
         """``rows`` (the values of an INSERT, or the SET of one UPDATE) with ``origin_node`` set
-        to this store's node id and ``change_version`` to the next version of ``table``.
+        to this store's node id and ``change_version`` to the next hybrid logical clock stamp.
 
         Every row written gets a version of its own, greater than any stored before. For one
         row without ``connection`` the version is an SQL expression evaluated as the row is
         written: give it to that statement's ``values()``. For several rows pass the
-        ``connection`` of the transaction that writes them: their versions are plain numbers.
+        ``connection`` of the transaction that writes them: their versions are plain numbers
+        (so they are for one row given a ``connection``).
         """
         self._need("change_version")
-        if "change_version" not in table.c or "origin_node" not in table.c:
+        if not is_replicated(table):
             raise StoreError(f"table {table.name!r} is not replicated (no origin_node and "
                              "change_version columns)", url=self.masked_url, backend=self.name)
         if not rows:
@@ -335,8 +346,27 @@ class StorePrimitives:
         return [{**row, "origin_node": node, "change_version": version}
                 for row, version in zip(rows, versions, strict=True)]
 
+    def stamp_each(self, conn: Connection, table: sa.Table, count: int,
+                   ordinal: sa.ColumnElement[Any]) -> tuple[str, sa.ColumnElement[Any]]:
+        """``origin_node`` and an SQL expression giving each of ``count`` rows written by one
+        ``INSERT … SELECT`` (or one ``UPDATE``) in ``conn``'s transaction a stamp of its own.
+
+        ``ordinal`` numbers the rows 1 to ``count`` in the statement (``row_number() OVER
+        ()`` in a SELECT); a store whose stamps need no numbering ignores it.
+        """
+        self._need("change_version")
+        if not is_replicated(table):
+            raise StoreError(f"table {table.name!r} is not replicated", url=self.masked_url,
+                             backend=self.name)
+        return self.node_id, self._stamp_each(conn, table, max(count, 1), ordinal)
+
+    def _stamp_each(self, conn: Connection, table: sa.Table, count: int,
+                    ordinal: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        raise NotImplementedError
+
     def _next_versions(self, conn: Connection | None, table: sa.Table,
                        count: int) -> list[Any]:
-        """``count`` next change versions of ``table`` (values or SQL expressions)."""
+        """``count`` next stamps of ``table`` (values or SQL expressions), from
+        :attr:`store_clock`."""
         raise NotImplementedError
 

@@ -249,15 +249,20 @@ class SQLiteStore(Store):
 
     def _next_versions(self, conn: Connection | None, table: sa.Table,
                        count: int) -> list[Any]:
-        # the write lock the transaction holds makes "largest + 1" safe
-        largest = sa.func.coalesce(sa.func.max(table.c.change_version), 0)
-        if count == 1:
-            return [sa.select(largest + 1).scalar_subquery()]
+        # the write lock the transaction holds keeps the table's greatest version still while
+        # the stamps above it are written
+        if count == 1 and conn is None:
+            return [self.store_clock.stamp_expression(table)]
         if conn is None:
             raise StoreError("stamping several rows needs the connection that writes them",
                              url=self.masked_url, backend=self.name)
-        base = int(conn.execute(sa.select(largest)).scalar_one())
-        return [base + i + 1 for i in range(count)]
+        return list(self.store_clock.stamps(conn, table, count))
+
+    def _stamp_each(self, conn: Connection, table: sa.Table, count: int,
+                    ordinal: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
+        # a block of consecutive stamps, numbered by the statement (the write lock is held)
+        first = self.store_clock.reserve(conn, table, count)
+        return sa.literal(first - 1, sa.BigInteger()) + ordinal
 
 
 def _on_connect(dbapi_conn: Any, _record: Any) -> None:

@@ -1,45 +1,54 @@
-"""The tables of the token sync: ``tokenrecords`` and ``processeddatabases``.
+"""The tables of the token sync: ``tokenrecords``, ``processeddatabases`` and the staging table.
 
-Names are lower-case so that plain unquoted SQL works the same on SQLite and PostgreSQL. Every row
-of ``tokenrecords`` belongs to one node database (``db_path``); a re-sync of that database replaces
-its rows in one transaction, so one token held by several nodes stays one row per node.
-Timestamps are stored in UTC.
+Names are lower-case so that plain unquoted SQL works the same on SQLite and PostgreSQL.
+Timestamps are stored in UTC. Both tables follow the rule of
+:mod:`rubix_integration.stores.replicated`:
+
+- ``tokenrecords`` is keyed by ``record_key``, built from what names a token everywhere: its kind,
+  its node database (``db_path``) and its token id (see :func:`record_key`). A re-sync of a
+  database upserts the rows it still holds and tombstones the ones that disappeared, so one token
+  held by several nodes stays one row per node database;
+- ``processeddatabases`` is keyed by ``db_path``.
+
+``tokenrecords_staging`` holds one database's spooled rows for the length of the transaction that
+merges them; its unique key refuses two rows of one token id, as ``tokenrecords`` would.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-__all__ = ["PROCESSED_TABLE", "TOKEN_TABLE", "ProcessedDatabase", "TokenRecord"]
+from rubix_integration.stores.replicated import ReplicatedMixin
+
+__all__ = [
+    "PROCESSED_TABLE",
+    "STAGING_TABLE",
+    "TOKEN_TABLE",
+    "ProcessedDatabase",
+    "TokenRecord",
+    "record_key",
+]
 
 _TS = sa.DateTime(timezone=True)
-# SQLite only auto-numbers a column declared exactly INTEGER PRIMARY KEY
-_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+#: Change versions of ``tokenrecords`` and ``processeddatabases`` on PostgreSQL.
+TOKEN_SEQUENCE = sa.Sequence("tokenrecords_change_version_seq", metadata=SQLModel.metadata)
+PROCESSED_SEQUENCE = sa.Sequence("processeddatabases_change_version_seq",
+                                 metadata=SQLModel.metadata)
 
 
-class TokenRecord(SQLModel, table=True):
-    """One token of one node, with the content its CID resolves to."""
+class _TokenColumns(SQLModel):
+    """The columns a sync writes for one token (the spool's, see ``tokens.spool.COLUMNS``)."""
 
-    __tablename__ = "tokenrecords"
-    # the unique index leads with db_path, so it also serves lookups by db_path; ipfs_fetched is
-    # indexed only where it is false: the failures are what queries select, and an index over the
-    # successful majority would cost every insert and serve no query
-    __table_args__ = (
-        sa.UniqueConstraint("db_path", "token_kind", "token_id", name="uq_tokenrecords_db_token"),
-        sa.Index("ix_tokenrecords_ipfs_failed", "ipfs_fetched",
-                 sqlite_where=sa.text("NOT ipfs_fetched"),
-                 postgresql_where=sa.text("NOT ipfs_fetched")),
-    )
-
-    id: int | None = Field(default=None, primary_key=True, sa_type=_ID)
-    source_ip: str | None = Field(default=None, index=True)
-    node_name: str = Field(index=True)
+    source_ip: str | None = Field(default=None)
+    node_name: str
     token_kind: str = Field(default="token", max_length=8)  # "token" (TokensTable) or "ft"
-    did: str | None = Field(default=None, index=True)
-    token_id: str | None = Field(default=None, index=True)
+    did: str | None = None
+    token_id: str | None = None
     created_at: datetime | None = Field(default=None, sa_type=_TS)
     updated_at: datetime | None = Field(default=None, sa_type=_TS)
     token_status: str | None = None
@@ -67,7 +76,39 @@ class TokenRecord(SQLModel, table=True):
     synced_at: datetime = Field(sa_type=_TS)
 
 
-class ProcessedDatabase(SQLModel, table=True):
+class TokenRecord(ReplicatedMixin, _TokenColumns, table=True):
+    """One token of one node, with the content its CID resolves to."""
+
+    __tablename__ = "tokenrecords"
+    # the unique index leads with db_path, so it also serves lookups by db_path; ipfs_fetched is
+    # indexed only where it is false: the failures are what queries select, and an index over the
+    # successful majority would cost every insert and serve no query
+    __table_args__ = (
+        sa.Index("ix_tokenrecords_db_token", "db_path", "token_kind", "token_id"),
+        sa.Index("ix_tokenrecords_source_ip", "source_ip"),
+        sa.Index("ix_tokenrecords_node_name", "node_name"),
+        sa.Index("ix_tokenrecords_did", "did"),
+        sa.Index("ix_tokenrecords_token_id", "token_id"),
+        sa.Index("ix_tokenrecords_ipfs_failed", "ipfs_fetched",
+                 sqlite_where=sa.text("NOT ipfs_fetched"),
+                 postgresql_where=sa.text("NOT ipfs_fetched")),
+    )
+
+    record_key: str = Field(primary_key=True)
+
+
+class TokenStaging(_TokenColumns, table=True):
+    """One database's rows on their way into ``tokenrecords`` (emptied by the same transaction)."""
+
+    __tablename__ = "tokenrecords_staging"
+    __table_args__ = (
+        sa.UniqueConstraint("db_path", "token_kind", "token_id", name="uq_tokenstaging_db_token"),
+    )
+
+    staging_id: int | None = Field(default=None, primary_key=True)
+
+
+class ProcessedDatabase(ReplicatedMixin, SQLModel, table=True):
     """What the last sync of one node database found; decides whether it must be synced again."""
 
     __tablename__ = "processeddatabases"
@@ -88,4 +129,19 @@ class ProcessedDatabase(SQLModel, table=True):
 
 
 TOKEN_TABLE: sa.Table = SQLModel.metadata.tables["tokenrecords"]
+STAGING_TABLE: sa.Table = SQLModel.metadata.tables["tokenrecords_staging"]
 PROCESSED_TABLE: sa.Table = SQLModel.metadata.tables["processeddatabases"]
+
+
+def record_key(kind: Any, db_path: Any, token_id: Any, ordinal: Any) -> Any:
+    """The ``record_key`` of a token, as an SQL expression of its parts (columns or values).
+
+    ``kind:<length of db_path>:<db_path>:=<token id>``; a token without an id (one too long to
+    index, or blank) is named by its ``ordinal`` among its database's rows instead,
+    ``…:#<ordinal>``. The length prefix keeps any two different parts from joining to one key.
+    """
+    text = sa.String()
+    return (sa.cast(kind, text) + ":" + sa.cast(sa.func.length(db_path), text) + ":"
+            + sa.cast(db_path, text) + ":"
+            + sa.case((token_id.is_(None), "#" + sa.cast(ordinal, text)),
+                      else_="=" + sa.cast(token_id, text)))

@@ -22,6 +22,8 @@ __all__ = ["REPORTS", "Report", "ReportResult", "run_report"]
 
 _OK = "CASE WHEN ipfs_fetched THEN 1 ELSE 0 END"
 _FAIL = "CASE WHEN ipfs_fetched THEN 0 ELSE 1 END"
+# tombstoned rows (tokens gone from their node) are history, not part of any report
+_LIVE = "deleted_at IS NULL"
 
 
 @dataclass(frozen=True)
@@ -36,30 +38,30 @@ class Report:
 REPORTS: dict[str, Report] = {r.name: r for r in (
     Report("nodes", "Tokens per node, with IPFS success and failure",
            f"SELECT node_name, source_ip, COUNT(*) AS tokens, SUM({_OK}) AS ipfs_ok, "
-           f"SUM({_FAIL}) AS ipfs_failed FROM tokenrecords "
+           f"SUM({_FAIL}) AS ipfs_failed FROM tokenrecords WHERE {_LIVE} "
            "GROUP BY node_name, source_ip ORDER BY node_name, source_ip"),
     Report("failures", "IPFS failures grouped by error",
            "SELECT ipfs_error, COUNT(*) AS tokens, COUNT(DISTINCT node_name) AS nodes "
-           "FROM tokenrecords WHERE NOT ipfs_fetched GROUP BY ipfs_error "
+           f"FROM tokenrecords WHERE {_LIVE} AND NOT ipfs_fetched GROUP BY ipfs_error "
            "ORDER BY tokens DESC, ipfs_error"),
     Report("shared", "Tokens present on several nodes",
            "SELECT token_id, COUNT(DISTINCT node_name) AS nodes, COUNT(*) AS copies, "
            "MIN(node_name) AS first_node, MAX(node_name) AS last_node FROM tokenrecords "
-           "WHERE token_id IS NOT NULL GROUP BY token_id HAVING COUNT(DISTINCT node_name) > 1 "
-           "ORDER BY nodes DESC, token_id"),
+           f"WHERE {_LIVE} AND token_id IS NOT NULL GROUP BY token_id "
+           "HAVING COUNT(DISTINCT node_name) > 1 ORDER BY nodes DESC, token_id"),
     Report("content-diff", "Tokens whose content differs between nodes",
            "SELECT token_id, COUNT(DISTINCT ipfs_data) AS variants, "
            "COUNT(DISTINCT node_name) AS nodes FROM tokenrecords "
-           "WHERE ipfs_fetched AND token_id IS NOT NULL GROUP BY token_id "
+           f"WHERE {_LIVE} AND ipfs_fetched AND token_id IS NOT NULL GROUP BY token_id "
            "HAVING COUNT(DISTINCT ipfs_data) > 1 ORDER BY variants DESC, token_id"),
     Report("success-rate", "IPFS success rate per node",
            f"SELECT node_name, COUNT(*) AS tokens, SUM({_OK}) AS ipfs_ok, "
            f"ROUND(100.0 * SUM({_OK}) / COUNT(*), 2) AS success_pct FROM tokenrecords "
-           "GROUP BY node_name ORDER BY success_pct, node_name"),
+           f"WHERE {_LIVE} GROUP BY node_name ORDER BY success_pct, node_name"),
     Report("history", "Processing history of node databases",
            "SELECT db_path, node_name, status, record_count, ipfs_success_count, "
            "ipfs_fail_count, last_modified, last_processed, error FROM processeddatabases "
-           "ORDER BY last_processed DESC, db_path"),
+           f"WHERE {_LIVE} ORDER BY last_processed DESC, db_path"),
 )}
 
 

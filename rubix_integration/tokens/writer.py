@@ -1,5 +1,9 @@
-"""The one writer of a sync: replaces a database's rows with its spool's, in one transaction.
+"""The one writer of a sync: merges a database's spooled rows into ``tokenrecords``, in one
+transaction.
 
+The spool is loaded into ``tokenrecords_staging``; from there the rows still present are
+upserted into ``tokenrecords`` (each stamped, see :mod:`rubix_integration.stores.replicated`),
+the rows of that database that disappeared get a tombstone, and the staged rows are removed.
 Rows the store refuses roll back that database's transaction only; the database is then recorded
 as failed (``rejected_by_store``) in a transaction of its own, and the run goes on. A database
 that failed to be read keeps its earlier rows: nothing is lost when it turns unreadable.
@@ -20,7 +24,12 @@ import sqlalchemy as sa
 
 from rubix_integration.errors import StoreError, StoreUnavailableError
 from rubix_integration.stores.spools import load_spool
-from rubix_integration.tokens.models import PROCESSED_TABLE, TOKEN_TABLE
+from rubix_integration.tokens.models import (
+    PROCESSED_TABLE,
+    STAGING_TABLE,
+    TOKEN_TABLE,
+    record_key,
+)
 from rubix_integration.tokens.pool import Prepared, Task
 from rubix_integration.tokens.results import DatabaseResult
 from rubix_integration.tokens.spool import COLUMNS
@@ -42,14 +51,15 @@ def commit(store: Store, task: Task, prepared: Prepared) -> DatabaseResult:
     if prepared.spool is None:
         log.warning("database failed: %s", result.error)
         with store.transaction() as conn:
-            _save_processed(conn, task, result)
+            _save_processed(store, conn, task, result)
         return result
     began = time.perf_counter()
     try:
-        with load_spool(store, TOKEN_TABLE, prepared.spool, COLUMNS,
+        with load_spool(store, STAGING_TABLE, prepared.spool, COLUMNS,
                         key=("db_path", task.db_path)) as conn:
+            _merge(store, conn, task.db_path)
             result.duration_s += time.perf_counter() - began
-            _save_processed(conn, task, result)
+            _save_processed(store, conn, task, result)
     except Exception as exc:
         if not _refused(exc):
             raise
@@ -60,7 +70,7 @@ def commit(store: Store, task: Task, prepared: Prepared) -> DatabaseResult:
         log.warning("database failed: %s", failed.error)
         try:
             with store.transaction() as conn:
-                _save_processed(conn, task, failed)
+                _save_processed(store, conn, task, failed)
         except Exception as again:
             # the store cannot record anything: it is not this database's rows that fail
             raise again from exc
@@ -81,16 +91,55 @@ def _refused(exc: Exception) -> bool:
                             TypeError, OverflowError))
 
 
-def _save_processed(conn: Connection, task: Task, result: DatabaseResult) -> None:
+def _merge(store: Store, conn: Connection, db_path: str) -> None:
+    """Upsert the staged rows of ``db_path`` into ``tokenrecords``, tombstone its rows that are
+    no longer staged, and empty the staging table of them."""
+    s, t = STAGING_TABLE, TOKEN_TABLE
+    staged = s.c.db_path == db_path
+    count = int(conn.execute(sa.select(sa.func.count()).where(staged)).scalar_one())
+    ordinal = sa.func.row_number().over(order_by=s.c.staging_id)
+    key = record_key(s.c.token_kind, s.c.db_path, s.c.token_id, ordinal)
+    if count:
+        node, version = store.stamp_each(conn, t, count, ordinal)
+        names = [*COLUMNS, "record_key", "origin_node", "change_version", "deleted_at"]
+        rows = sa.select(*(s.c[c] for c in COLUMNS), key, sa.literal(node, sa.String()),
+                         version, sa.null()).where(staged)
+        insert = sa.insert(t).from_select(names, rows)
+        # ON CONFLICT … DO UPDATE is spelled alike by SQLite and PostgreSQL
+        sql = str(insert.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+        sets = ", ".join(f"{n} = excluded.{n}" for n in names if n != "record_key")
+        conn.exec_driver_sql(f"{sql} ON CONFLICT (record_key) DO UPDATE SET {sets}")
+    keys = sa.select(key.label("k")).where(staged).subquery()
+    gone = list(conn.execute(sa.select(t.c.record_key).where(
+        t.c.db_path == db_path, t.c.deleted_at.is_(None),
+        t.c.record_key.not_in(sa.select(keys.c.k)))).scalars())
+    if gone:
+        now = datetime.now(timezone.utc)
+        stamped = store.stamp(t, [{"deleted_at": now} for _ in gone], connection=conn)
+        conn.execute(
+            sa.update(t).where(t.c.record_key == sa.bindparam("b_key")).values(
+                deleted_at=sa.bindparam("b_deleted"), origin_node=sa.bindparam("b_node"),
+                change_version=sa.bindparam("b_version")),
+            [{"b_key": k, "b_deleted": r["deleted_at"], "b_node": r["origin_node"],
+              "b_version": r["change_version"]} for k, r in zip(gone, stamped, strict=True)])
+    if count:
+        conn.execute(sa.delete(s).where(staged))
+
+
+def _save_processed(store: Store, conn: Connection, task: Task, result: DatabaseResult) -> None:
     t = PROCESSED_TABLE
     # an error may quote a value of the node's database: keep it short and storable
     error = None if result.error is None else result.error.replace("\x00", "\ufffd")[:2000]
-    conn.execute(sa.delete(t).where(t.c.db_path == result.db_path))
-    conn.execute(sa.insert(t).values(
+    row = dict(
         db_path=result.db_path, node_name=result.node_name, source_ip=task.source_ip,
         last_modified=task.last_modified, fingerprint=task.fingerprint,
         last_processed=datetime.now(timezone.utc), record_count=result.record_count,
         ipfs_success_count=result.ipfs_success_count, ipfs_fail_count=result.ipfs_fail_count,
         bad_timestamp_count=result.bad_timestamp_count, status=result.status,
-        error=error, duration_s=result.duration_s,
-    ))
+        error=error, duration_s=result.duration_s, deleted_at=None,
+    )
+    # one row: its stamp may be an SQL expression, which suits a single-row statement
+    stamped = store.stamp(t, [row])[0]
+    if not conn.execute(sa.update(t).where(t.c.db_path == result.db_path)
+                        .values(stamped)).rowcount:
+        conn.execute(sa.insert(t).values(stamped))
