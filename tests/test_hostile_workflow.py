@@ -394,9 +394,9 @@ def test_batch_limit_is_classified(manager: Manager) -> None:
 def test_the_oldest_remembered_leases_are_forgotten_past_the_bound(
     manager: Manager, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from rubix_integration.workflow import coordinator as coordinator_module
+    from rubix_integration.workflow import _leases
 
-    monkeypatch.setattr(coordinator_module, "_MAX_REMEMBERED", 2)
+    monkeypatch.setattr(_leases, "MAX_REMEMBERED", 2)
     wf = WorkflowCoordinator(manager)
     wf.submit_tasks({"task_id": t, "task_type": "job", "priority": -i}
                     for i, t in enumerate("abc"))

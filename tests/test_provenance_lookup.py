@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from rubix_integration import Manager
 from rubix_integration.codecs import dagjson, parse_cid
 from rubix_integration.provenance import InvalidDataError, RecordNotFoundError
-from rubix_integration.provenance import logger as provenance_logger
+from rubix_integration.provenance import _lookup as provenance_lookup
 from rubix_integration.provenance.models import CID_GROUP, CID_GROUP_BITS, PROVENANCE_TABLE
 from tests.fixtures.stores import legacy_provenance_table
 
@@ -109,7 +109,7 @@ def test_cids_are_found_in_every_lookup_group(
     with manager.store.connect() as conn:
         groups = set(conn.execute(sa.select(CID_GROUP)).scalars())
     assert groups == {0, 3}
-    monkeypatch.setattr(provenance_logger, "_GROUPS_PER_LOOKUP", 2)  # several statements per lookup
+    monkeypatch.setattr(provenance_lookup, "GROUPS_PER_LOOKUP", 2)  # several statements per lookup
     for record in [*first, *second, single]:
         assert log.get(record.cid) == record
         assert log.get(parse_cid(record.cid)) == record

@@ -65,12 +65,13 @@ def test_required_capabilities_are_matched(manager: Manager) -> None:
 
 
 def test_preferred_capability_goes_to_capable_workers_first(manager: Manager) -> None:
-    wf = coordinator(manager, preferred_wait=0.5)
+    # the wait leaves room for a loaded machine between the submit and the first claim
+    wf = coordinator(manager, preferred_wait=2.0)
     wf.submit_task("pref", "job", None, tags=["GPU_PREFERRED"], priority=5)
     wf.submit_task("any", "job", None)
     # a worker without a GPU skips the preferred task while it is fresh
     assert drain(wf, "cpu", []) == ["any"]
-    time.sleep(0.6)
+    time.sleep(2.1)
     assert drain(wf, "cpu", []) == ["pref"]
     wf.submit_task("pref2", "job", None, tags=["GPU_PREFERRED"])
     assert drain(wf, "gpu", ["GPU"]) == ["pref2"]

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from rubix_integration.codecs import dagjson
 from rubix_integration.provenance._query import to_us
-from rubix_integration.provenance.logger import ChainProblem, VerifyReport
+from rubix_integration.provenance.records import ChainProblem, VerifyReport
 
 if TYPE_CHECKING:
     from rubix_integration.provenance.checkpoints import Checkpoint

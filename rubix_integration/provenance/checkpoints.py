@@ -48,7 +48,7 @@ if TYPE_CHECKING:
         Ed25519PublicKey,
     )
 
-    from rubix_integration.provenance.logger import ChainProblem
+    from rubix_integration.provenance.records import ChainProblem
     from rubix_integration.stores.base import Store
 
 __all__ = [
@@ -361,7 +361,7 @@ def check_all(
     """Check the stored checkpoints (of ``chain``) and ``given`` ones against the keys
     ``trusted()`` returns (asked only when there is a checkpoint): the valid ones by chain, a
     problem for each other one, and how many were checked."""
-    from rubix_integration.provenance.logger import ChainProblem
+    from rubix_integration.provenance.records import ChainProblem
 
     problems: list[ChainProblem] = []
     found: dict[str, Checkpoint] = {}

@@ -23,30 +23,42 @@ many are local only. Each committed record is announced through the ``provenance
 
 from __future__ import annotations
 
-import json
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from rubix_integration.codecs import CID, dagjson, parse_cid
-from rubix_integration.codecs.clock import EPOCH, format_time, now_us
+from rubix_integration.codecs.clock import now_us
 from rubix_integration.errors import (
     InvalidCIDError,
     InvalidDataError,
-    PayloadTooLargeError,
     RecordNotFoundError,
     StoreError,
 )
 from rubix_integration.ipfs.base import IPFSBackend
+from rubix_integration.provenance._lookup import (
+    NAMED_BLOCK,
+    NAMED_RECORD,
+    column_conditions,
+    record_from_row,
+    rows_named,
+)
 from rubix_integration.provenance._query import check_window, parse_filters
-from rubix_integration.provenance.models import CID_GROUP, CID_GROUP_BITS, PROVENANCE_TABLE
+from rubix_integration.provenance.models import PROVENANCE_TABLE
+from rubix_integration.provenance.publishing import ipfs_mode, push_blocks
+from rubix_integration.provenance.recording import Recording
+from rubix_integration.provenance.records import (
+    MAX_RECORD_BYTES,
+    ChainProblem,
+    ProvenanceRecord,
+    VerifyReport,
+)
 from rubix_integration.stores.base import Store
 
 #: ``notify(hook_name, **kwargs)``: fire an event hook.
@@ -77,7 +89,6 @@ def _host_probe(host: object) -> Callable[[], tuple[str, bool]] | None:
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-    from sqlalchemy.engine import Connection, Row
 
     from rubix_integration._host import Host
     from rubix_integration._settings import Settings
@@ -92,187 +103,6 @@ __all__ = [
     "VerifyReport",
 ]
 
-#: Largest encoded record accepted (the DAG-JSON block, data included): 1 MiB.
-MAX_RECORD_BYTES = 1024 * 1024
-
-_RAW_COLUMNS = ("cid", "chain", "seq", "prev", "type", "timestamp_us", "origin_node", "data",
-                "block", "published")
-# same name and columns as provenance_records, but data typed as text (never created)
-_RAW_TABLE = sa.Table(
-    PROVENANCE_TABLE.name, sa.MetaData(),
-    *(sa.Column(c, sa.Text if c == "data" else PROVENANCE_TABLE.c[c].type) for c in _RAW_COLUMNS),
-)
-_MAX_TYPE_LENGTH = 200
-# lookup groups probed by one statement (each is one bound parameter)
-_GROUPS_PER_LOOKUP = 1000
-
-
-@dataclass(frozen=True)
-class ProvenanceRecord:
-    """One record: its CID, its place in its chain, and what it says.
-
-    ``data`` holds links as :class:`~rubix_integration.codecs.CID` and bytes as :class:`bytes`,
-    exactly as the block encodes them. :meth:`as_dict` gives plain JSON values.
-    """
-
-    cid: str
-    prev: str | None
-    chain: str
-    seq: int
-    type: str
-    timestamp_us: int
-    origin_node: str
-    data: Any
-    published: bool = False
-
-    @property
-    def timestamp(self) -> datetime:
-        """When the record was made (UTC)."""
-        return EPOCH + timedelta(microseconds=self.timestamp_us)
-
-    def as_dict(self) -> dict[str, Any]:
-        """Plain JSON values: links and bytes in their DAG-JSON ``{"/": …}`` form."""
-        return {
-            "cid": self.cid,
-            "prev": self.prev,
-            "chain": self.chain,
-            "seq": self.seq,
-            "type": self.type,
-            "timestamp": format_time(self.timestamp_us),
-            "origin_node": self.origin_node,
-            "data": dagjson.to_json_form(self.data),
-            "published": self.published,
-        }
-
-
-@dataclass(frozen=True)
-class ChainProblem:
-    """One defect :meth:`ProvenanceLogger.verify` found.
-
-    ``kind`` is ``"altered"`` (the record's bytes or columns no longer match its CID, or its CID
-    no longer matches the link the next record holds), ``"removed"`` (records are missing before
-    this one: its link or its sequence number points past a gap) or ``"reordered"`` (the record
-    is intact but stored at another position than the one its block states). Against signed
-    checkpoints: ``"truncated"`` (the chain ends before the head a checkpoint signed),
-    ``"rewritten"`` (another record stands where a checkpoint signed its head) and
-    ``"checkpoint"`` (the checkpoint itself is unreadable, forged, or signed by a key that is not
-    trusted). For those, ``seq`` and ``cid`` are the signed head's (the checkpoint's CID for
-    ``"checkpoint"``), and ``detail`` names the checkpoint.
-    """
-
-    kind: str
-    chain: str
-    seq: int
-    cid: str
-    detail: str
-
-
-@dataclass(frozen=True)
-class VerifyReport:
-    """What :meth:`ProvenanceLogger.verify` checked and found.
-
-    ``checkpoints`` is how many checkpoints were checked; ``unanchored`` names the chains that no
-    valid checkpoint anchors: for those, a cut-off end or a rewritten suffix cannot be told.
-    """
-
-    records: int
-    chains: int
-    problems: tuple[ChainProblem, ...] = field(default_factory=tuple)
-    checkpoints: int = 0
-    unanchored: tuple[str, ...] = ()
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "ok": self.ok,
-            "records": self.records,
-            "chains": self.chains,
-            "checkpoints": self.checkpoints,
-            "unanchored": list(self.unanchored),
-            "problems": [p.__dict__ for p in self.problems],
-        }
-
-
-class Recording:
-    """Records being appended to one chain, committed together with the caller's transaction.
-
-    Obtained from :meth:`ProvenanceLogger.recording`. :meth:`add` encodes and validates at once
-    (so bad data fails before anything is written); :meth:`flush` inserts what was added into a
-    transaction. The chain head advances, and hooks fire, only when the ``recording()`` block ends
-    without an error, that is after the caller's transaction has committed.
-    """
-
-    def __init__(self, logger: ProvenanceLogger, head: tuple[str | None, int]) -> None:
-        self._logger = logger
-        self._prev, self._seq = head
-        self.records: list[ProvenanceRecord] = []
-        # rows in _RAW_COLUMNS order (data as JSON text), and each row's data as JSON values
-        self._rows: list[tuple[Any, ...]] = []
-        self._plain: list[Any] = []
-        enc = dagjson._encode_str
-        # the block's keys in order: chain, data, node, prev, seq, time, type
-        self._block_start = '{"chain":' + enc(logger.chain) + ',"data":'
-        self._block_node = ',"node":' + enc(logger.node_id) + ',"prev":'
-
-    def add(self, type: str, data: Any, *, timestamp_us: int | None = None) -> ProvenanceRecord:
-        """Encode one record after the ones already added; return it (not yet written)."""
-        if not isinstance(type, str) or not type or len(type) > _MAX_TYPE_LENGTH:
-            raise InvalidDataError(
-                f"a record type must be non-empty text of at most {_MAX_TYPE_LENGTH} characters, "
-                f"not {type!r}", path="type")
-        data_bytes, json_data = dagjson.encode_plain(data)
-        if len(data_bytes) > MAX_RECORD_BYTES:
-            raise PayloadTooLargeError(
-                f"record data is {len(data_bytes)} bytes encoded; the limit is "
-                f"{MAX_RECORD_BYTES} bytes (store large content in IPFS and record its CID)",
-                size=len(data_bytes), limit=MAX_RECORD_BYTES, path="data")
-        logger = self._logger
-        ts = logger.now_us() if timestamp_us is None else int(timestamp_us)
-        seq = self._seq + 1
-        prev = self._prev
-        data_text = data_bytes.decode("utf-8")
-        enc = dagjson._encode_str
-        # a formatted time holds no character that JSON escapes
-        block_text = (
-            self._block_start + data_text + self._block_node
-            + ("null" if prev is None else '{"/":' + enc(prev) + "}")
-            + ',"seq":' + str(seq) + ',"time":"' + format_time(ts)
-            + '","type":' + enc(type) + "}"
-        )
-        cid = dagjson.cid_text_for_block(block_text.encode("utf-8"))
-        # only data holding links or bytes has "/" keys to turn back into CIDs and bytes
-        revived = dagjson.from_json_form(json_data) if '"/"' in data_text else json_data
-        chain, node = logger.chain, logger.node_id
-        record = ProvenanceRecord(cid=cid, prev=prev, chain=chain, seq=seq, type=type,
-                                  timestamp_us=ts, origin_node=node, data=revived)
-        self._rows.append((cid, chain, seq, prev, type, ts, node, data_text, block_text, False))
-        self._plain.append(json_data)
-        self.records.append(record)
-        self._prev, self._seq = cid, seq
-        return record
-
-    def flush(self, conn: Connection) -> None:
-        """Insert every record added since the last flush into ``conn``'s transaction."""
-        rows, self._rows = self._rows, []
-        plain, self._plain = self._plain, []
-        if not rows:
-            return
-        if len(rows) < 8:
-            conn.execute(sa.insert(PROVENANCE_TABLE), [
-                {**dict(zip(_RAW_COLUMNS, row, strict=True)), "data": data}
-                for row, data in zip(rows, plain, strict=True)])
-        else:
-            # the data is already JSON text: a text-typed view of the table skips re-encoding,
-            # and every value is one the drivers take as it is
-            self._logger.store.bulk_insert(_RAW_TABLE, rows, columns=_RAW_COLUMNS,
-                                           connection=conn, convert=False)
-
-    @property
-    def head(self) -> tuple[str | None, int]:
-        return self._prev, self._seq
 
 
 class ProvenanceLogger:
@@ -472,16 +302,6 @@ class ProvenanceLogger:
 
     # --- reading -------------------------------------------------------------------------------
 
-    @staticmethod
-    def _record(row: Any) -> ProvenanceRecord:
-        data = row.data
-        if isinstance(data, str):  # a JSON column read through a plain text path
-            data = json.loads(data)
-        return ProvenanceRecord(
-            cid=row.cid, prev=row.prev, chain=row.chain, seq=int(row.seq), type=row.type,
-            timestamp_us=int(row.timestamp_us), origin_node=row.origin_node,
-            data=dagjson.from_json_form(data), published=bool(row.published))
-
     def get(self, cid: str | CID) -> ProvenanceRecord:
         """The record named ``cid``; :class:`RecordNotFoundError` when there is none."""
         try:
@@ -490,16 +310,16 @@ class ProvenanceLogger:
             raise RecordNotFoundError(f"no provenance record {str(cid)[:100]!r}: {exc}",
                                       cid=str(cid)[:100]) from exc
         with self.store.connect() as conn:
-            rows = _rows_named(conn, text, _NAMED_RECORD, first=True)
+            rows = rows_named(conn, text, NAMED_RECORD, first=True)
         if not rows:
             raise RecordNotFoundError(f"no provenance record {text}", cid=text)
-        return self._record(rows[0])
+        return record_from_row(rows[0])
 
     def get_block(self, cid: str | CID) -> bytes:
         """The exact DAG-JSON bytes of record ``cid`` (what IPFS stores under that CID)."""
         text = str(parse_cid(cid))
         with self.store.connect() as conn:
-            rows = _rows_named(conn, text, _NAMED_BLOCK, first=True)
+            rows = rows_named(conn, text, NAMED_BLOCK, first=True)
         if not rows:
             raise RecordNotFoundError(f"no provenance record {text}", cid=text)
         return str(rows[0].block).encode("utf-8")
@@ -548,8 +368,8 @@ class ProvenanceLogger:
         if offset:
             query = query.offset(offset)
         with self.store.connect() as conn:
-            rows = conn.execute(query.where(*_column_conditions(conn, columns))).all()
-        return [self._record(r) for r in rows]
+            rows = conn.execute(query.where(*column_conditions(conn, columns))).all()
+        return [record_from_row(r) for r in rows]
 
     def count(self, filters: Mapping[str, Any] | None = None) -> int:
         """How many records match ``filters`` (as in :meth:`query_logs`)."""
@@ -560,7 +380,7 @@ class ProvenanceLogger:
         for path, value in paths.items():
             query = query.where(store.json_path_equals(t.c.data, path, value))
         with self.store.connect() as conn:
-            return int(conn.execute(query.where(*_column_conditions(conn, columns))).scalar_one())
+            return int(conn.execute(query.where(*column_conditions(conn, columns))).scalar_one())
 
     def chains(self) -> list[str]:
         """Every chain id in the store."""
@@ -686,9 +506,9 @@ class ProvenanceLogger:
         from rubix_integration.provenance import checkpoints as cps
 
         target = backend if backend is not None else self._backend()
-        pushed = self._push(target, PROVENANCE_TABLE, batch, timeout)
+        pushed = push_blocks(self.store, target, PROVENANCE_TABLE, batch, timeout)
         if cps.has_table(self.store):
-            pushed += self._push(target, cps.CHECKPOINT_TABLE, batch, timeout)
+            pushed += push_blocks(self.store, target, cps.CHECKPOINT_TABLE, batch, timeout)
         return pushed
 
     def _backend(self) -> IPFSBackend:
@@ -696,28 +516,6 @@ class ProvenanceLogger:
         if ipfs is None:
             raise StoreError("no IPFS backend was handed to this logger; pass one to publish()")
         return ipfs if isinstance(ipfs, IPFSBackend) else ipfs()
-
-    def _push(self, target: IPFSBackend, t: sa.Table, batch: int,
-              timeout: float | None) -> int:
-        """Put the unpublished blocks of ``t`` (records or checkpoints) to ``target``."""
-        pushed = 0
-        last_id = 0
-        while True:
-            with self.store.connect() as conn:
-                rows = conn.execute(
-                    sa.select(t.c.id, t.c.cid, t.c.block)
-                    .where(t.c.published.is_(False), t.c.id > last_id)
-                    .order_by(t.c.id).limit(batch)).all()
-            if not rows:
-                return pushed
-            done: list[int] = []
-            for row in rows:
-                target.put_block(str(row.block).encode("utf-8"), cid=row.cid, timeout=timeout)
-                done.append(int(row.id))
-            with self.store.transaction() as conn:
-                conn.execute(sa.update(t).where(t.c.id.in_(done)).values(published=True))
-            pushed += len(done)
-            last_id = done[-1]
 
     def status(self) -> dict[str, Any]:
         """Records held, how many are published to IPFS, and where publishing would go."""
@@ -734,19 +532,7 @@ class ProvenanceLogger:
             "chain": self.chain,
             "store": self.store.name,
         }
-        try:
-            if self._ipfs_probe is None:
-                raise StoreError("no IPFS detection was handed to this logger")
-            name, available = self._ipfs_probe()
-            out["ipfs_backend"] = name
-            out["ipfs_node_available"] = available
-            out["mode"] = (f"local-first; publish() pushes blocks to IPFS through {name!r}"
-                           if available else
-                           "local only: no IPFS node reachable; records stay in the store")
-        except Exception as exc:  # status must never fail on detection problems
-            out["ipfs_backend"] = None
-            out["ipfs_node_available"] = False
-            out["mode"] = f"local only: IPFS detection failed: {exc}"
+        out.update(ipfs_mode(self._ipfs_probe))
         return out
 
     # --- export --------------------------------------------------------------------------------
@@ -765,55 +551,6 @@ class ProvenanceLogger:
     def __repr__(self) -> str:
         return f"<ProvenanceLogger chain={self.chain!r}>"
 
-
-def _named(*columns: Any) -> sa.Select[Any]:
-    t = PROVENANCE_TABLE
-    return (sa.select(*columns)
-            .where(CID_GROUP.in_(sa.bindparam("groups", expanding=True)),
-                   t.c.cid == sa.bindparam("cid"))
-            .order_by(t.c.id))
-
-
-# built once: lookups are frequent and short, so building a statement would cost as much as
-# running it
-_ID_RANGE = sa.select(sa.select(sa.func.min(PROVENANCE_TABLE.c.id)).scalar_subquery(),
-                      sa.select(sa.func.max(PROVENANCE_TABLE.c.id)).scalar_subquery())
-_NAMED_RECORD = _named(PROVENANCE_TABLE)
-_NAMED_BLOCK = _named(PROVENANCE_TABLE.c.block)
-_NAMED_ID = _named(PROVENANCE_TABLE.c.id)
-
-
-def _rows_named(conn: Connection, cid: str, query: sa.Select[Any],
-                first: bool = False) -> list[Row[Any]]:
-    """Rows of ``query`` (one of the ``_NAMED_*``) for the records named ``cid``, oldest first;
-    stop at the first one found when ``first``. Probes each lookup group of
-    ``ix_provenance_records_cid`` in turn."""
-    # min() and max() in scalar subqueries: SQLite reads only one of them per statement from the
-    # index, and would scan the table for both
-    low, high = conn.execute(_ID_RANGE).one()
-    if high is None:
-        return []
-    groups = range(int(low) >> CID_GROUP_BITS, (int(high) >> CID_GROUP_BITS) + 1)
-    found: list[Row[Any]] = []
-    for start in range(0, len(groups), _GROUPS_PER_LOOKUP):
-        chunk = list(groups[start:start + _GROUPS_PER_LOOKUP])
-        found += conn.execute(query, {"groups": chunk, "cid": cid}).all()
-        if found and first:
-            break
-    return found
-
-
-def _column_conditions(conn: Connection, columns: Mapping[str, Any]) -> list[Any]:
-    """Conditions for column filters; a CID is looked up first and matched by row id."""
-    t = PROVENANCE_TABLE
-    conditions: list[Any] = []
-    for name, value in columns.items():
-        if name == "cid" and isinstance(value, (str, CID)):
-            ids = [row.id for row in _rows_named(conn, str(value), _NAMED_ID)]
-            conditions.append(t.c.id.in_(ids))
-        else:
-            conditions.append(t.c[name] == value)
-    return conditions
 
 
 def _merge(fixed: dict[str, Any], data: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -1,11 +1,12 @@
 """The ``provenance_records`` table.
 
-A record is immutable and named by its CID, so the replication convention of
-:mod:`rubix_integration.stores.models` applies only in part: ``origin_node`` says which store wrote
-it, while change versions and tombstones have nothing to track (a record never changes and is never
-deleted; its CID is its version). ``block`` holds the exact canonical DAG-JSON bytes the CID was
-computed from, the source of truth that :meth:`ProvenanceLogger.verify
-<rubix_integration.provenance.ProvenanceLogger.verify>` checks every other column against.
+A record is immutable and named by its CID, so the replication rule of
+:mod:`rubix_integration.stores.replicated` applies only in part: the CID is its stable key and
+``origin_node`` says which store wrote it, while change versions and tombstones have nothing to
+track (a record never changes and is never deleted; its CID is its version). ``block`` holds the
+exact canonical DAG-JSON bytes the CID was computed from, the source of truth that
+:meth:`ProvenanceLogger.verify <rubix_integration.provenance.ProvenanceLogger.verify>` checks every
+other column against.
 
 Records are found by CID through ``ix_provenance_records_cid`` on ``(id >> 16, cid)``: the
 records in groups of 65,536 by insertion order (:data:`CID_GROUP`), then the CID, and a lookup

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from rubix_integration.codecs import CID, dagjson
-from rubix_integration.provenance.logger import ProvenanceRecord
+from rubix_integration.provenance.records import ProvenanceRecord
 
 __all__ = ["IPFS_NS", "RUBIX_NS", "to_prov_document"]
 

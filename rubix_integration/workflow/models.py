@@ -1,9 +1,10 @@
 """The ``workflow_tasks`` table.
 
-Tasks follow the replication convention of :mod:`rubix_integration.stores.models`: every write
-sets ``origin_node`` to the writing store's id and takes the next ``change_version`` (a sequence on
-PostgreSQL; the next value under the write lock on SQLite); tasks are never deleted, a removal
-would set ``deleted_at``.
+Tasks follow the rule of :mod:`rubix_integration.stores.replicated`: ``task_id`` is the stable
+key; every write sets ``origin_node`` to the writing store's id and takes the next hybrid logical
+clock stamp as ``change_version`` (from the sequence the store keeps on its clock on PostgreSQL,
+from the store's clock under the write lock on SQLite); tasks are never deleted, a removal would
+set ``deleted_at``.
 
 ``due_at_us`` is when the task can next be claimed: the time it becomes available for a pending or
 retrying task, the lease expiry for a running one, ``NULL`` once finished. One partial index over
@@ -22,7 +23,7 @@ from rubix_integration.stores.models import ReplicatedMixin
 
 __all__ = ["CHANGE_SEQUENCE", "TASK_TABLE", "WorkflowTaskRow"]
 
-#: Change versions of task rows on PostgreSQL (SQLite takes max + 1 under its write lock).
+#: Change versions of task rows on PostgreSQL, kept on the store's hybrid logical clock.
 CHANGE_SEQUENCE = sa.Sequence("workflow_tasks_change_version_seq", metadata=SQLModel.metadata)
 
 

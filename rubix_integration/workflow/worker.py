@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Any
 
 from rubix_integration.codecs.clock import now_us
 from rubix_integration.errors import InvalidDataError, TaskError
-from rubix_integration.workflow.coordinator import _check_batch
+from rubix_integration.workflow.validate import check_batch
 
 if TYPE_CHECKING:
     from rubix_integration.workflow.coordinator import Task, WorkflowCoordinator
@@ -145,7 +145,7 @@ class Worker:
         else:
             self._handlers = dict(handlers)
             self._default = None
-        _check_batch(batch_size, "batch_size")
+        check_batch(batch_size, "batch_size")
         self.worker_id = worker_id or default_worker_id()
         self.capabilities = capabilities
         self.poll_interval = poll_interval

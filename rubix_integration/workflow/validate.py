@@ -1,0 +1,165 @@
+"""Checks of the workflow's arguments, run before any SQL, alike on every store.
+
+Ids and other text are 1 to 255 characters without NUL or lone surrogates; numbers are integers
+in the range the stores keep; payloads are DAG-JSON of at most :data:`MAX_PAYLOAD_BYTES` without
+NUL in text. Anything else raises :class:`~rubix_integration.errors.InvalidDataError` (or
+:class:`~rubix_integration.errors.PayloadTooLargeError`). Free text that reports a failure is
+kept instead, made storable.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from typing import Any, NamedTuple
+
+from rubix_integration.codecs import dagjson
+from rubix_integration.errors import InvalidDataError, PayloadTooLargeError
+from rubix_integration.workflow.matching import parse_tags, storable_text
+
+__all__ = [
+    "INT32",
+    "MAX_BATCH",
+    "MAX_ERROR",
+    "MAX_PAYLOAD_BYTES",
+    "MAX_ROWS",
+    "Result",
+    "check_batch",
+    "encoded_payload",
+    "integer",
+    "lease_token",
+    "message",
+    "new_row",
+    "payload",
+    "result_item",
+    "shown",
+    "task_id",
+    "text",
+    "worker_id",
+]
+
+#: Largest ``data`` or ``result`` accepted, encoded as DAG-JSON: 1 MiB.
+MAX_PAYLOAD_BYTES = 1024 * 1024
+#: Most tasks one ``get_next_tasks`` or ``complete_tasks`` call handles.
+MAX_BATCH = 1000
+MAX_ERROR = 4000
+INT32 = (-(2**31), 2**31 - 1)
+MAX_ROWS = 2**63 - 1  # the largest LIMIT or OFFSET both stores take
+# a NUL character as the JSON encoder writes it, not preceded by an escaping backslash
+_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
+
+
+def encoded_payload(value: Any, what: str) -> bytes:
+    """``value`` as DAG-JSON, or InvalidDataError / PayloadTooLargeError."""
+    encoded = dagjson.encode(value)
+    if len(encoded) > MAX_PAYLOAD_BYTES:
+        raise PayloadTooLargeError(
+            f"task {what} is {len(encoded)} bytes encoded; the limit is {MAX_PAYLOAD_BYTES} "
+            "bytes (store large content in IPFS and pass its CID)",
+            size=len(encoded), limit=MAX_PAYLOAD_BYTES, path=what)
+    # PostgreSQL's JSON cannot hold U+0000; refuse it on every store alike
+    if b"\\u0000" in encoded and _NUL_ESCAPE.search(encoded):
+        raise InvalidDataError(
+            f"task {what} holds text with a NUL character (U+0000), which the store cannot keep; "
+            "pass binary content as bytes", path=what)
+    return encoded
+
+
+def payload(value: Any, what: str) -> Any:
+    """``value`` in its stored JSON form (checked as :func:`encoded_payload` checks it)."""
+    return json.loads(encoded_payload(value, what))
+
+
+def shown(value: object) -> str:
+    """``value`` for an error message: its repr, cut to 80 characters."""
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:77]}..."
+
+
+def text(value: object, path: str, max_length: int) -> str:
+    """``value`` when it is 1 to ``max_length`` characters of text every store keeps, else
+    InvalidDataError naming ``path``."""
+    if (not isinstance(value, str) or not value or len(value) > max_length
+            or not storable_text(value)):
+        raise InvalidDataError(
+            f"{path} must be 1 to {max_length} characters of text without NUL, not "
+            f"{shown(value)}", path=path)
+    return value
+
+
+def integer(value: object, path: str, low: int, high: int) -> int:
+    """``value`` when it is an integer (not a bool) from ``low`` to ``high``, else
+    InvalidDataError naming ``path``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise InvalidDataError(f"{path} must be an integer from {low} to {high}, not "
+                               f"{shown(value)}", path=path)
+    return value
+
+
+def task_id(value: object) -> str:
+    """A checked task id."""
+    return text(value, "task_id", 255)
+
+
+def worker_id(value: object) -> str | None:
+    """A checked worker id, or ``None``."""
+    return None if value is None else text(value, "worker_id", 255)
+
+
+def lease_token(value: object) -> str | None:
+    """A checked lease token, or ``None``."""
+    return None if value is None else text(value, "lease_token", 64)
+
+
+def message(value: object, default: str) -> str:
+    """Free text (an error, a reason) as every store keeps it: NUL and lone surrogates are
+    replaced, not refused, so that a failure is never lost over its message."""
+    out = str(value) if value is not None else default
+    if not storable_text(out):
+        out = out.replace("\x00", "\ufffd")
+        out = out.encode("utf-8", "replace").decode("utf-8")
+    return out[:MAX_ERROR]
+
+
+def check_batch(value: int, name: str = "limit") -> int:
+    """``value`` when it is an integer from 1 to :data:`MAX_BATCH`, else ``InvalidDataError``."""
+    return integer(value, name, 1, MAX_BATCH)
+
+
+class Result(NamedTuple):
+    """A result to accept: its task, fencing token and DAG-JSON text, and its CID."""
+
+    task_id: str
+    lease_token: str | None
+    text: str
+    cid: str
+
+
+def result_item(task_id: str, result: Any, lease_token: str | None) -> Result:
+    """A result ready to store: its DAG-JSON text and CID (or InvalidDataError)."""
+    encoded = encoded_payload(result, "result")
+    return Result(task_id, lease_token, encoded.decode("utf-8"),
+                  dagjson.cid_text_for_block(encoded))
+
+
+def new_row(task_id_: str, task_type: str, data: Any, priority: int,
+            tags: Iterable[str] | None, max_attempts: int | None, default_attempts: int,
+            now: int) -> dict[str, Any]:
+    """The stored row of a new pending task, its arguments checked."""
+    task_id(task_id_)
+    text(task_type, "task_type", 200)
+    integer(priority, "priority", *INT32)
+    attempts = (default_attempts if max_attempts is None
+                else integer(max_attempts, "max_attempts", 1, INT32[1]))
+    try:
+        tagset = parse_tags(tags)
+    except ValueError as exc:
+        raise InvalidDataError(str(exc), path="tags") from exc
+    return {
+        "task_id": task_id_, "task_type": task_type, "state": "pending",
+        "priority": priority, "data": payload(data, "data"), "tags": list(tagset.tags),
+        "required_caps": list(tagset.required), "preferred_caps": list(tagset.preferred),
+        "attempts": 0, "max_attempts": attempts, "created_at_us": now,
+        "updated_at_us": now, "due_at_us": now,
+    }
