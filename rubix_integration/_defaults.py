@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from rubix_integration._settings import Settings
 from rubix_integration.hookspecs import hookimpl
-from rubix_integration.ipfs.base import IPFSDetection
-from rubix_integration.stores.base import Store
+
+if TYPE_CHECKING:  # registered by every plugin manager: it imports nothing heavy
+    from rubix_integration._settings import Settings
+    from rubix_integration.ipfs.base import IPFSDetection
+    from rubix_integration.stores.base import Store
 
 
 @hookimpl(trylast=True)

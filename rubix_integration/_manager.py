@@ -25,7 +25,6 @@ from rubix_integration.errors import (
 )
 from rubix_integration.ipfs._factory import BackendFactory
 from rubix_integration.ipfs.base import AddResult, DirEntry, IPFSBackend, IPFSContext, IPFSDetection
-from rubix_integration.stores.base import Store
 
 if TYPE_CHECKING:
     from datetime import datetime
@@ -40,6 +39,7 @@ if TYPE_CHECKING:
         VerifyReport,
     )
     from rubix_integration.stores.analytics import Analytics
+    from rubix_integration.stores.base import Store  # imported with the store's class
     from rubix_integration.tokens.results import SyncObserver, SyncSummary
     from rubix_integration.workflow import Task, WorkflowCoordinator
 

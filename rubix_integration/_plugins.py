@@ -1,7 +1,9 @@
 """The plugin manager factory and the registry of backends built from the hooks.
 
 Built-in backends are plugins listed in :data:`DEFAULT_PLUGINS` and registered through the same
-hooks as installed ones. Installed plugins come from the entry-point group ``rubix_integration``;
+hooks as installed ones, by dotted path: a backend's module is imported on first use of its role,
+so building a :class:`Plugins` (as the command line does for ``--help``) imports no store or IPFS
+library. Installed plugins come from the entry-point group ``rubix_integration``;
 they are loaded lazily (when a :class:`Plugins` is first built, never at import of the package),
 once per :class:`Plugins`, and can be skipped with ``load_plugins=()`` or
 ``RUBIX_LOAD_PLUGINS=""``.
@@ -28,10 +30,11 @@ from rubix_integration._plugin_settings import (
     normalise_spec,
     resolve_plugin_settings,
 )
-from rubix_integration._registry import _collect, _Registry, module_tables
+from rubix_integration._registry import _collect, _Registry, builtin_plugin, module_tables
 from rubix_integration.errors import PluginError
 
 if TYPE_CHECKING:
+    import click
     import sqlalchemy as sa
 
     from rubix_integration._host import Host
@@ -111,13 +114,15 @@ class Plugins:
         from rubix_integration import __version__
 
         for dotted in DEFAULT_PLUGINS:
-            try:
-                module = importlib.import_module(dotted)
-            except ImportError as exc:  # e.g. a backend whose optional dependency is missing
-                self._fail(dotted, "built-in", dotted, __version__,
-                           f"failed to import: {type(exc).__name__}: {exc}")
-                continue
-            self._register(module, dotted, "built-in", dotted, __version__)
+            plugin = builtin_plugin(dotted)
+            if plugin is None:
+                try:
+                    plugin = importlib.import_module(dotted)
+                except ImportError as exc:
+                    self._fail(dotted, "built-in", dotted, __version__,
+                               f"failed to import: {type(exc).__name__}: {exc}")
+                    continue
+            self._register(plugin, dotted, "built-in", dotted, __version__)
         if load_plugins is None or load_plugins:
             self._load_entry_points(load_plugins)
         for obj in extra:
@@ -177,11 +182,16 @@ class Plugins:
         for info in self._infos:
             roles, backends = registry.of_plugin(info.name)
             pairs = tuple((role, name) for role, names in backends.items() for name in names)
-            out.append(replace(info, roles=roles, backends=pairs))
+            error = info.error or registry.load_errors.get(info.name)
+            out.append(replace(info, roles=roles, backends=pairs, error=error))
         return out
 
     def failures(self) -> list[PluginInfo]:
-        return [i for i in self._infos if i.error]
+        """Every plugin that failed: to import, to register, or (built-ins) to import a backend
+        of a role used so far."""
+        late = self._built.load_errors if self._built is not None else {}
+        return [replace(i, error=i.error or late[i.name]) for i in self._infos
+                if i.error or i.name in late]
 
     def ipfs_backends(self) -> dict[str, type[IPFSBackend]]:
         """Registered IPFS backend classes by name, in order of preference (priority, then name)."""
@@ -203,10 +213,10 @@ class Plugins:
         :class:`PluginError` listing the known ones.
         """
         registry = self._registry()
-        if role not in registry.roles:
+        if role not in registry.role_bases:
             raise PluginError(f"no backend role {role!r}; known roles: "
-                              f"{', '.join(registry.roles)}")
-        return dict(registry.backends.get(role, {}))
+                              f"{', '.join(registry.role_bases)}")
+        return dict(registry.load(role))
 
     def owner(self, role: str, name: str) -> str:
         """The plugin that registered backend ``name`` for ``role``, or ``"?"``."""
@@ -257,6 +267,15 @@ class Plugins:
                     if table not in out:
                         out.append(table)
         return out
+
+    def register_commands(self, group: click.Group) -> None:
+        """Let each plugin add its commands to ``group``; one that raises is logged by name."""
+        for impl in reversed(self.pm.hook.register_commands.get_hookimpls()):
+            try:
+                impl.function(**{k: group for k in impl.argnames})
+            except Exception as exc:
+                log.warning("plugin %r failed in register_commands: %s: %s",
+                            impl.plugin_name, type(exc).__name__, exc)
 
     def routes(self, host: Host) -> list[Any]:
         """Every HTTP route the plugins return from ``register_routes``, in plugin order."""

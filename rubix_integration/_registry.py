@@ -4,10 +4,16 @@ Roles: the built-in ones (:data:`BUILTIN_ROLES`) and those plugins declare with
 ``register_roles``. Backends: ``register_backends`` (any role) and the per-role hooks
 ``register_ipfs_backends``, ``register_stores`` and ``register_sources``, all read in plugin
 registration order (built-ins first, so they own their names).
+
+The built-in backends are named by dotted path (:data:`BUILTIN_BACKENDS`) and imported on first
+use of their role, so building the registry imports no store or IPFS library. Names and
+duplicates are checked when the registry is built; each class against its role's base class when
+the role is first used.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import warnings
 from collections.abc import Iterable, Mapping
@@ -16,6 +22,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from rubix_integration.errors import DuplicateBackendError, PluginError
+from rubix_integration.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     import pluggy
@@ -26,6 +33,14 @@ log = logging.getLogger("rubix_integration.plugins")
 #: The roles every host knows; ``pin_state`` and ``source`` accept any named class for now.
 BUILTIN_ROLES: tuple[str, ...] = ("ipfs", "store", "pin_state", "source")
 
+#: The base class of each built-in role, by dotted path (imported when first needed).
+_BUILTIN_BASES: dict[str, type | str] = {
+    "ipfs": "rubix_integration.ipfs.base:IPFSBackend",
+    "store": "rubix_integration.stores.base:Store",
+    "pin_state": object,
+    "source": object,
+}
+
 #: The hooks that register backends for one fixed role.
 ROLE_HOOKS: dict[str, str] = {
     "register_ipfs_backends": "ipfs",
@@ -35,14 +50,116 @@ ROLE_HOOKS: dict[str, str] = {
 BUILTIN = "built-in"
 
 
+@dataclass(frozen=True)
+class LazyBackend:
+    """A backend named by ``module:Class``, imported on first use of its role.
+
+    ``hint`` says what to install when the import fails.
+    """
+
+    name: str
+    path: str
+    hint: str = ""
+
+    def load(self) -> type:
+        """Import the class; an import failure becomes :class:`ImportError` with the hint."""
+        module, _, attr = self.path.partition(":")
+        try:
+            found: object = getattr(importlib.import_module(module), attr)
+        except ImportError as exc:
+            hint = f"; {self.hint}" if self.hint else ""
+            raise ImportError(f"{self.path} failed to import: {type(exc).__name__}: "
+                              f"{exc}{hint}") from exc
+        if not isinstance(found, type):
+            raise PluginError(f"{self.path} is {found!r}, not a class")
+        return found
+
+
+_REINSTALL = "reinstall rubix-integration to restore its dependencies"
+
+#: The built-in backends: plugin name (its module) -> role and backend.
+BUILTIN_BACKENDS: dict[str, tuple[str, LazyBackend]] = {
+    "rubix_integration.ipfs.repo": (
+        "ipfs", LazyBackend("repo", "rubix_integration.ipfs.repo:RepoBackend", _REINSTALL)),
+    "rubix_integration.ipfs.http": (
+        "ipfs", LazyBackend("http", "rubix_integration.ipfs.http:HTTPBackend", _REINSTALL)),
+    "rubix_integration.ipfs.cli": (
+        "ipfs", LazyBackend("cli", "rubix_integration.ipfs.cli:CLIBackend", _REINSTALL)),
+    "rubix_integration.ipfs.local": (
+        "ipfs", LazyBackend("local", "rubix_integration.ipfs.local:LocalBackend", _REINSTALL)),
+    "rubix_integration.stores.sqlite": (
+        "store", LazyBackend("sqlite", "rubix_integration.stores.sqlite:SQLiteStore",
+                             "pip install sqlmodel")),
+    "rubix_integration.stores.postgresql": (
+        "store", LazyBackend("postgresql", "rubix_integration.stores.postgresql:PostgreSQLStore",
+                             "pip install sqlmodel 'psycopg[binary]'")),
+}
+
+
+class BuiltinIPFSBackend:
+    """The plugin of one built-in IPFS backend: registers it by dotted path."""
+
+    def __init__(self, backend: LazyBackend) -> None:
+        self.backend = backend
+
+    @hookimpl
+    def register_ipfs_backends(self) -> list[LazyBackend]:
+        return [self.backend]
+
+
+class BuiltinStore:
+    """The plugin of one built-in store: registers it by dotted path."""
+
+    def __init__(self, backend: LazyBackend) -> None:
+        self.backend = backend
+
+    @hookimpl
+    def register_stores(self) -> list[LazyBackend]:
+        return [self.backend]
+
+
+def builtin_plugin(name: str) -> object | None:
+    """The plugin object of built-in backend plugin ``name``, or ``None`` if it is not one."""
+    found = BUILTIN_BACKENDS.get(name)
+    if found is None:
+        return None
+    role, backend = found
+    return BuiltinIPFSBackend(backend) if role == "ipfs" else BuiltinStore(backend)
+
+
+def _resolve(base: type | str) -> type:
+    if isinstance(base, type):
+        return base
+    module, _, attr = base.partition(":")
+    found: type = getattr(importlib.import_module(module), attr)
+    return found
+
+
 @dataclass
 class _Registry:
-    """Roles with their base class, backends per role, and who registered what."""
+    """Roles with their base class, backends per role, and who registered what.
 
-    roles: dict[str, type] = field(default_factory=dict)
+    ``entries`` hold what the hooks returned (classes, or built-ins by dotted path); ``backends``
+    the checked classes of each role used so far; ``load_errors`` the built-in plugins whose
+    backend failed to import, with why.
+    """
+
+    role_bases: dict[str, type | str] = field(default_factory=dict)
     role_owners: dict[str, str] = field(default_factory=dict)
-    backends: dict[str, dict[str, type[Any]]] = field(default_factory=dict)
+    entries: dict[str, dict[str, type | LazyBackend]] = field(default_factory=dict)
+    hooks: dict[tuple[str, str], str] = field(default_factory=dict)
     owners: dict[tuple[str, str], str] = field(default_factory=dict)
+    backends: dict[str, dict[str, type[Any]]] = field(default_factory=dict)
+    load_errors: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def roles(self) -> dict[str, type]:
+        """Every role and its base class (imported now if named by path)."""
+        return {role: self.base(role) for role in list(self.role_bases)}
+
+    def base(self, role: str) -> type:
+        found = self.role_bases[role] = _resolve(self.role_bases[role])
+        return found
 
     def of_plugin(self, plugin: str) -> tuple[tuple[str, ...], dict[str, list[str]]]:
         """The roles ``plugin`` declared and the backend names it registered, by role."""
@@ -53,12 +170,35 @@ class _Registry:
                 backends.setdefault(role, []).append(name)
         return roles, backends
 
-
-def _builtin_roles() -> dict[str, type]:
-    from rubix_integration.ipfs.base import IPFSBackend
-    from rubix_integration.stores.base import Store
-
-    return {"ipfs": IPFSBackend, "store": Store, "pin_state": object, "source": object}
+    def load(self, role: str) -> dict[str, type[Any]]:
+        """The classes of ``role`` by name: imported, checked against its base class, ordered."""
+        if role in self.backends:
+            return self.backends[role]
+        base = self.base(role)
+        found: dict[str, type[Any]] = {}
+        for name, entry in self.entries.get(role, {}).items():
+            plugin = self.owners[(role, name)]
+            if isinstance(entry, LazyBackend):
+                try:
+                    cls = entry.load()
+                except ImportError as exc:
+                    # like an installed plugin that fails to import: reported, the rest works
+                    message = f"plugin {plugin!r} ({entry.path}) {exc}"
+                    self.load_errors[plugin] = str(exc)
+                    log.warning(message)
+                    warnings.warn(message, RuntimeWarning, stacklevel=4)
+                    continue
+            else:
+                cls = entry
+            if not issubclass(cls, base) or getattr(cls, "name", None) != name:
+                raise PluginError(f"plugin {plugin!r}: {self.hooks[(role, name)]} returned "
+                                  f"{cls!r}, which is not a named subclass of {base.__name__}",
+                                  plugin=plugin)
+            found[name] = cls
+        if hasattr(base, "priority"):
+            found = dict(sorted(found.items(), key=lambda kv: (kv[1].priority, kv[0])))
+        self.backends[role] = found
+        return found
 
 
 def _call(impl: Any, hook_name: str) -> Any:
@@ -81,8 +221,8 @@ def _impls(pm: pluggy.PluginManager, hook_names: Iterable[str],
 
 
 def _declare_roles(pm: pluggy.PluginManager, order: Mapping[str, int], reg: _Registry) -> None:
-    reg.roles.update(_builtin_roles())
-    reg.role_owners.update(dict.fromkeys(reg.roles, BUILTIN))
+    reg.role_bases.update(_BUILTIN_BASES)
+    reg.role_owners.update(dict.fromkeys(reg.role_bases, BUILTIN))
     for _, impl in _impls(pm, ["register_roles"], order):
         plugin = impl.plugin_name
         for role, base in dict(_call(impl, "register_roles") or {}).items():
@@ -90,33 +230,38 @@ def _declare_roles(pm: pluggy.PluginManager, order: Mapping[str, int], reg: _Reg
                 raise PluginError(f"plugin {plugin!r}: register_roles returned {role!r}: "
                                   f"{base!r}; expected a role name and its base class",
                                   plugin=plugin)
-            if role in reg.roles:
+            if role in reg.role_bases:
                 raise PluginError(f"backend role {role!r} is declared twice: by "
                                   f"{reg.role_owners[role]!r} and by plugin {plugin!r}",
                                   plugin=plugin)
-            reg.roles[role] = base
+            reg.role_bases[role] = base
             reg.role_owners[role] = plugin
 
 
-def _add(reg: _Registry, role: str, cls: object, plugin: str, hook_name: str) -> None:
-    base = reg.roles[role]
-    name = getattr(cls, "name", "") if isinstance(cls, type) else ""
-    if not (isinstance(cls, type) and issubclass(cls, base)) or not name \
-            or not isinstance(name, str):
-        raise PluginError(f"plugin {plugin!r}: {hook_name} returned {cls!r}, which is not a "
-                          f"named subclass of {base.__name__}", plugin=plugin)
-    found = reg.backends.setdefault(role, {})
-    if name in found and found[name] is not cls:
+def _add(reg: _Registry, role: str, entry: object, plugin: str, hook_name: str) -> None:
+    if isinstance(entry, LazyBackend):
+        name: object = entry.name
+    else:
+        name = getattr(entry, "name", "") if isinstance(entry, type) else ""
+    if not (isinstance(entry, (type, LazyBackend)) and isinstance(name, str) and name):
+        base = reg.role_bases[role]
+        label = base.__name__ if isinstance(base, type) else base.rpartition(":")[2]
+        raise PluginError(f"plugin {plugin!r}: {hook_name} returned {entry!r}, which is not a "
+                          f"named subclass of {label}", plugin=plugin)
+    found = reg.entries.setdefault(role, {})
+    if name in found and found[name] is not entry:
         first = reg.owners[(role, name)]
         raise DuplicateBackendError(
             f"{role} backend name {name!r} is registered twice: by plugin {first!r} and by "
             f"plugin {plugin!r}", plugin=plugin, name=name, role=role)
-    found[name] = cls
+    found[name] = entry
     reg.owners.setdefault((role, name), plugin)
+    reg.hooks.setdefault((role, name), hook_name)
 
 
 def _collect(pm: pluggy.PluginManager, order: Mapping[str, int]) -> _Registry:
-    """Build the registry: roles first, then every backend of every role, checked."""
+    """Build the registry: roles first, then every backend name of every role, checked for
+    duplicates (each class is checked against its role's base when the role is first used)."""
     reg = _Registry()
     _declare_roles(pm, order, reg)
     for hook_name, impl in _impls(pm, ["register_backends", *ROLE_HOOKS], order):
@@ -130,16 +275,12 @@ def _collect(pm: pluggy.PluginManager, order: Mapping[str, int]) -> _Registry:
             raise PluginError(f"plugin {plugin!r}: {hook_name} returned {by_role!r}; expected "
                               "{role: [class, ...]}", plugin=plugin)
         for role, classes in by_role.items():
-            if role not in reg.roles:
+            if role not in reg.role_bases:
                 raise PluginError(f"plugin {plugin!r}: {hook_name} registers for role "
                                   f"{role!r}, which no plugin declares; known roles: "
-                                  f"{', '.join(reg.roles)}", plugin=plugin)
-            for cls in classes or ():
-                _add(reg, role, cls, plugin, hook_name)
-    for role, found in reg.backends.items():
-        if hasattr(reg.roles[role], "priority"):
-            reg.backends[role] = dict(sorted(found.items(),
-                                             key=lambda kv: (kv[1].priority, kv[0])))
+                                  f"{', '.join(reg.role_bases)}", plugin=plugin)
+            for entry in classes or ():
+                _add(reg, role, entry, plugin, hook_name)
     return reg
 
 

@@ -90,8 +90,33 @@ def test_ipfs_add_cat_roundtrip_on_embedded_store(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "Traceback" not in missing.stderr
 
 
-def test_plugin_commands_come_from_the_plugin_managers_entry_points() -> None:
-    from rubix_integration import _plugins
-    from rubix_integration.cli import _plugin_commands
+_COMMAND_PLUGIN = """
+import click
+from rubix_integration import hookimpl
 
-    assert _plugin_commands.ENTRY_POINT_GROUP == _plugins.ENTRY_POINT_GROUP
+
+@hookimpl
+def register_commands(cli):
+    @cli.command("hello-plugin")
+    def hello():
+        \"\"\"Say hello from a plugin.\"\"\"
+        click.echo("hello from the plugin")
+"""
+
+
+def test_plugin_commands_come_from_the_plugin_manager(tmp_path: Path) -> None:
+    """An installed plugin's command is listed by ``--help`` and runs; a failing plugin is
+    reported by name and the rest of the command line still works."""
+    (tmp_path / "rubix_hello_plugin.py").write_text(_COMMAND_PLUGIN)
+    info = tmp_path / "hello_plugin-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: hello-plugin\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text(
+        "[rubix_integration]\nhello = rubix_hello_plugin\nbroken = rubix_no_such_module\n")
+    env = {"PYTHONPATH": str(tmp_path), "RUBIX_LOAD_PLUGINS": "hello,broken"}
+    top = run("--help", env=env)
+    assert "hello-plugin" in top.stdout
+    assert "'broken'" in top.stderr and "failed to import" in top.stderr
+    assert run("hello-plugin", env=env).stdout.strip() == "hello from the plugin"
+    hidden = run("--help", env={**env, "RUBIX_LOAD_PLUGINS": ""})
+    assert "hello-plugin" not in hidden.stdout and hidden.stderr == ""

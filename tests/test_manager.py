@@ -29,6 +29,19 @@ def test_import_is_light() -> None:
     assert out.stdout.strip() == "[]"
 
 
+def test_manager_imports_no_database_library_until_the_store_is_used(tmp_path: Path) -> None:
+    code = ("import sys\nfrom rubix_integration import Manager\n"
+            f"m = Manager(data_dir={str(tmp_path)!r}, ipfs_mode='local')\n"
+            "m.plugins.infos()\nm.choose_ipfs()\n"
+            "print(sorted(n for n in ('sqlalchemy', 'sqlmodel', 'duckdb') if n in sys.modules))\n"
+            "m.store\n"
+            "print(sorted(n for n in ('sqlalchemy', 'sqlmodel', 'duckdb') if n in sys.modules))\n"
+            "m.close()")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.splitlines() == ["[]", "['sqlalchemy', 'sqlmodel']"]
+
+
 def test_construction_does_no_work(tmp_path: Path) -> None:
     manager = Manager(data_dir=tmp_path / "never", ipfs_mode="no such mode!")
     assert not (tmp_path / "never").exists()

@@ -421,3 +421,61 @@ def test_hook_specs_type_against_the_host_protocol_not_the_manager() -> None:
         assert "rubix_integration._manager" not in imported, module.__name__
     spec = rubix_integration.hookspecs.token_synced
     assert spec.__annotations__["manager"] == "Host"
+
+
+def _modules_after(code: str, *names: str) -> list[str]:
+    """Which of ``names`` a fresh interpreter has imported after running ``code``."""
+    import subprocess
+
+    script = f"import sys\n{code}\nprint(sorted(m for m in {names!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=60, check=True)
+    return [line for line in out.stdout.splitlines() if line.startswith("[")]
+
+
+def test_builtin_backends_are_imported_on_first_use_of_their_role() -> None:
+    backend_modules = ("sqlalchemy", "sqlmodel", "rubix_integration.stores.sqlite",
+                       "rubix_integration.stores.base", "rubix_integration.ipfs.repo")
+    built = ("from rubix_integration._plugins import Plugins\n"
+             "p = Plugins(load_plugins=())\np.infos()\n")
+    assert _modules_after(built, *backend_modules) == ["[]"]
+    assert _modules_after(built + "p.stores()", *backend_modules) == [
+        "['rubix_integration.stores.base', 'rubix_integration.stores.sqlite', 'sqlalchemy', "
+        "'sqlmodel']"]
+    assert _modules_after(built + "p.ipfs_backends()", *backend_modules) == [
+        "['rubix_integration.ipfs.repo']"]
+
+
+class GhostStore:
+    @hookimpl
+    def register_stores(self) -> list[object]:
+        from rubix_integration._registry import LazyBackend
+
+        return [LazyBackend("ghost", "rubix_no_such_module_for_tests:GhostStore",
+                            "pip install ghost-store")]
+
+
+def test_backend_by_dotted_path_that_fails_to_import_is_reported_with_its_hint() -> None:
+    plugins = Plugins(load_plugins=(), extra=[GhostStore()])
+    with pytest.warns(RuntimeWarning, match=r"'GhostStore'.*failed to import.*pip install ghost"):
+        stores = plugins.stores()
+    assert set(stores) == {"sqlite", "postgresql"}
+    info = {i.name: i for i in plugins.infos()}["GhostStore"]
+    assert "ModuleNotFoundError" in (info.error or "")
+    assert info.backends == (("store", "ghost"),)
+    assert [f.name for f in plugins.failures()] == ["GhostStore"]
+
+
+class WrongBase:
+    @hookimpl
+    def register_stores(self) -> list[object]:
+        from rubix_integration._registry import LazyBackend
+
+        return [LazyBackend("dag", "rubix_integration.ipfs.repo:RepoBackend")]
+
+
+def test_backend_by_dotted_path_is_checked_against_its_role_when_loaded() -> None:
+    plugins = Plugins(load_plugins=(), extra=[WrongBase()])
+    assert "repo" in plugins.ipfs_backends()  # other roles are not affected
+    with pytest.raises(PluginError, match=r"'WrongBase'.*not a named subclass of Store"):
+        plugins.stores()

@@ -140,3 +140,24 @@ def test_no_capability_package_imports_the_manager() -> None:
                        for n in names):
                     offenders.append(str(path.relative_to(ROOT)))
     assert offenders == []
+
+
+def test_stores_package_names_match_its_type_checking_imports() -> None:
+    from rubix_integration import stores
+
+    assert _type_checking_imports(Path(stores.__file__)) == stores._PUBLIC
+    assert stores.__all__ == sorted(stores._PUBLIC)
+    for name in stores.__all__:
+        assert getattr(stores, name) is not None, name
+
+
+def test_a_store_module_does_not_import_analytics() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys\nimport rubix_integration.stores.sqlite\n"
+            "print(sorted(m for m in ('duckdb', 'rubix_integration.stores.analytics') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True)
+    assert out.stdout.strip() == "[]"

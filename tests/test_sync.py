@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from rubix_integration import Manager, hookimpl
 from rubix_integration.tokens.demo import make_node, make_sample
 from rubix_integration.tokens.discover import discover
-from rubix_integration.tokens.models import TOKEN_TABLE
+from rubix_integration.tokens.models import STAGING_TABLE, TOKEN_TABLE
 from rubix_integration.tokens.reader import parse_timestamp
 
 EXPECTED_ERRORS = {"corrupt": 1, "not_found": 2, "empty_token_id": 1, "invalid_cid": 1,
@@ -43,7 +43,8 @@ def rows(manager: Manager) -> list[tuple[Any, ...]]:
     cols = [t.c.db_path, t.c.token_kind, t.c.token_id, t.c.ipfs_data, t.c.ipfs_error,
             t.c.ipfs_fetched, t.c.node_name, t.c.created_at]
     with manager.store.connect() as conn:
-        found = [tuple(_utc(v) for v in r) for r in conn.execute(sa.select(*cols))]
+        found = [tuple(_utc(v) for v in r)
+                 for r in conn.execute(sa.select(*cols).where(t.c.deleted_at.is_(None)))]
     return sorted(found, key=repr)
 
 
@@ -242,6 +243,29 @@ def test_events_fire(store_url: str, tmp_path: Path) -> None:
     assert len(seen["tokens"]) == sample.tokens
     assert {r["token_id"] for r in seen["tokens"]} <= {r[2] for r in rows(manager)}
     assert [d["status"] for d in seen["dbs"]] == ["processed"] * 2 + ["skipped"] * 2
+
+
+def test_tokens_gone_from_a_node_are_not_announced(store_url: str, tmp_path: Path) -> None:
+    announced: list[str] = []
+
+    class Listener:
+        @hookimpl
+        def token_synced(self, manager: Manager, record: Mapping[str, Any]) -> None:
+            announced.append(str(record["token_id"]))
+
+    sample = make_sample(tmp_path / "root", nodes=1, tokens_per_node=3, broken=False)
+    db = sample.root / "node001" / "Rubix" / "rubix.db"
+    with Manager(store_url=store_url, data_dir=tmp_path / "d", plugins=[Listener()]) as manager:
+        manager.sync_tokens([sample.root])
+        first = list(announced)
+        with sqlite3.connect(db) as conn:
+            gone = conn.execute("SELECT token_id FROM TokensTable LIMIT 1").fetchone()[0]
+            conn.execute("DELETE FROM TokensTable WHERE token_id = ?", (gone,))
+        announced.clear()
+        manager.sync_tokens([sample.root], full=True)
+    assert gone in first
+    assert gone not in announced
+    assert len(announced) == len(first) - 1
 
 
 def test_discovery_survives_symlink_loops_and_missing_roots(tmp_path: Path) -> None:
@@ -554,7 +578,7 @@ def _spool_rows(path: str, kind: str, db_path: str, token_ids: list[str]) -> Non
 
 
 def _token_ids(manager: Manager, db_path: str) -> list[str]:
-    t = TOKEN_TABLE
+    t = STAGING_TABLE
     with manager.store.connect() as conn:
         rows = conn.execute(sa.select(t.c.token_id).where(t.c.db_path == db_path)
                             .order_by(t.c.token_id)).all()
@@ -573,19 +597,19 @@ def test_a_spool_replaces_the_rows_of_one_key_in_one_transaction(manager: Manage
     for db_path, ids in (("a.db", ["a1", "a2"]), ("b.db", ["b1"])):
         path = str(tmp_path / f"{db_path}.spool")
         _spool_rows(path, kind, db_path, ids)
-        with load_spool(store, TOKEN_TABLE, path, COLUMNS, key=("db_path", db_path)):
+        with load_spool(store, STAGING_TABLE, path, COLUMNS, key=("db_path", db_path)):
             pass
     again = str(tmp_path / "again.spool")
     _spool_rows(again, kind, "a.db", ["a3"])
-    with load_spool(store, TOKEN_TABLE, again, COLUMNS, key=("db_path", "a.db")) as conn:
+    with load_spool(store, STAGING_TABLE, again, COLUMNS, key=("db_path", "a.db")) as conn:
         # the caller's writes share the transaction
-        conn.execute(sa.delete(TOKEN_TABLE).where(TOKEN_TABLE.c.db_path == "b.db"))
+        conn.execute(sa.delete(STAGING_TABLE).where(STAGING_TABLE.c.db_path == "b.db"))
     assert _token_ids(manager, "a.db") == ["a3"]
     assert _token_ids(manager, "b.db") == []
 
     failing = str(tmp_path / "failing.spool")
     _spool_rows(failing, kind, "a.db", ["a4", "a5"])
-    with pytest.raises(RuntimeError), load_spool(store, TOKEN_TABLE, failing, COLUMNS,
+    with pytest.raises(RuntimeError), load_spool(store, STAGING_TABLE, failing, COLUMNS,
                                                  key=("db_path", "a.db")):
         raise RuntimeError("the caller failed before the commit")
     assert _token_ids(manager, "a.db") == ["a3"]  # nothing of it was committed

@@ -6,7 +6,9 @@ status 1, never a traceback.
 
 One module per command group: :mod:`._status` (``status``, ``plugins``), :mod:`._ipfs`,
 :mod:`._sync` (``sync``, ``report``, ``demo``) and :mod:`._tasks`. Building the command tree
-imports nothing heavy (no SQLAlchemy, DuckDB or IPFS client): ``--help`` answers at once.
+imports nothing heavy (no SQLAlchemy, DuckDB or IPFS client): ``--help`` answers at once, with
+the commands of plugins added through the same plugin manager a command's Manager builds (its
+built-in backends are imported only when a command uses them).
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from collections.abc import Sequence
 import click
 
 from rubix_integration import __version__
+from rubix_integration._plugins import Plugins
+from rubix_integration._settings import resolve_settings
 from rubix_integration.cli._common import Group, configure_warnings
 from rubix_integration.cli._ipfs import ipfs
-from rubix_integration.cli._plugin_commands import add_plugin_commands
 from rubix_integration.cli._status import plugins, status
 from rubix_integration.cli._sync import demo, report, sync
 from rubix_integration.cli._tasks import tasks
+from rubix_integration.errors import RubixError
 
 __all__ = ["cli", "main"]
 
@@ -39,6 +43,17 @@ def cli() -> None:
 
 for _command in (status, plugins, ipfs, sync, report, demo, tasks):
     cli.add_command(_command)
+
+
+def add_plugin_commands(group: Group) -> None:
+    """Let each plugin the settings select add its commands to ``group``."""
+    try:
+        selected = resolve_settings().load_plugins
+    except RubixError as exc:
+        # every command resolves the settings and reports a bad one itself: not twice
+        group.plugin_error = exc
+        return
+    Plugins(load_plugins=selected).register_commands(group)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -382,7 +382,8 @@ class TokenSync:
         t = TOKEN_TABLE
         with self.store.connect() as conn:
             rows = conn.execute(sa.select(*(t.c[c] for c in COLUMNS))
-                                .where(t.c.db_path == result.db_path))
+                                .where(t.c.db_path == result.db_path,
+                                       t.c.deleted_at.is_(None)))
             for row in rows:
                 self.notify("token_synced", record=dict(zip(COLUMNS, row, strict=True)))
 
