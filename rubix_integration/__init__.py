@@ -6,9 +6,9 @@ Importing the package is cheap: every public name is imported from its module on
 
 from __future__ import annotations
 
-import importlib as _importlib
 from typing import TYPE_CHECKING
-from typing import Any as _Any
+
+from rubix_integration._lazy import lazy_names as _lazy_names
 
 __version__ = "0.1.0"
 
@@ -132,14 +132,4 @@ if TYPE_CHECKING:
 __all__ = sorted([*_PUBLIC, "__version__"])
 
 
-def __getattr__(name: str) -> _Any:
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rubix_integration' has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(__all__) | {n for n in globals() if n.startswith("_")})
+__getattr__, __dir__ = _lazy_names(__name__, _PUBLIC, globals())

@@ -6,9 +6,9 @@ analytics module (DuckDB) nor the other store.
 
 from __future__ import annotations
 
-import importlib as _importlib
 from typing import TYPE_CHECKING
-from typing import Any as _Any
+
+from rubix_integration._lazy import lazy_names as _lazy_names
 
 if TYPE_CHECKING:
     from rubix_integration.stores.analytics import Analytics as Analytics
@@ -27,14 +27,4 @@ _PUBLIC: dict[str, str] = {
 __all__ = sorted(_PUBLIC)
 
 
-def __getattr__(name: str) -> _Any:
-    module = _PUBLIC.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(_importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(__all__) | {n for n in globals() if n.startswith("_")})
+__getattr__, __dir__ = _lazy_names(__name__, _PUBLIC, globals())
