@@ -185,16 +185,10 @@ class PostgreSQLStore(Store):
                 out.append(convert)
         return out
 
-    def _insert_missing(self, conn: Connection, table: sa.Table, rows: list[Mapping[str, Any]],
-                        returning: list[sa.ColumnElement[Any]]) -> list[sa.Row[Any]]:
+    def _dialect_insert(self, table: sa.Table) -> Any:
         from sqlalchemy.dialects.postgresql import insert
 
-        keys = [c.name for c in table.primary_key.columns]
-        stmt = insert(table).values(rows).on_conflict_do_nothing(index_elements=keys)
-        if not returning:
-            conn.execute(stmt)
-            return []
-        return list(conn.execute(stmt.returning(*returning)).all())
+        return insert(table)
 
     def _locked(self, query: sa.Select[Any], skip_locked: bool) -> sa.Select[Any]:
         return query.with_for_update(skip_locked=skip_locked)

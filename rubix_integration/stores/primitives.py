@@ -163,6 +163,16 @@ class StorePrimitives:
 
     def _insert_missing(self, conn: Connection, table: sa.Table, rows: list[Mapping[str, Any]],
                         returning: list[sa.ColumnElement[Any]]) -> list[sa.Row[Any]]:
+        keys = [c.name for c in table.primary_key.columns]
+        stmt = self._dialect_insert(table).values(rows).on_conflict_do_nothing(
+            index_elements=keys)
+        if not returning:
+            conn.execute(stmt)
+            return []
+        return list(conn.execute(stmt.returning(*returning)).all())
+
+    def _dialect_insert(self, table: sa.Table) -> Any:
+        """The dialect's ``INSERT`` construct (with ``ON CONFLICT``) for ``table``."""
         raise NotImplementedError
 
     # --- claim ---------------------------------------------------------------------------------

@@ -186,16 +186,10 @@ class SQLiteStore(Store):
             count += max(0, conn.execute(stmt).rowcount)
         return count
 
-    def _insert_missing(self, conn: Connection, table: sa.Table, rows: list[Mapping[str, Any]],
-                        returning: list[sa.ColumnElement[Any]]) -> list[sa.Row[Any]]:
+    def _dialect_insert(self, table: sa.Table) -> Any:
         from sqlalchemy.dialects.sqlite import insert
 
-        keys = [c.name for c in table.primary_key.columns]
-        stmt = insert(table).values(rows).on_conflict_do_nothing(index_elements=keys)
-        if not returning:
-            conn.execute(stmt)
-            return []
-        return list(conn.execute(stmt.returning(*returning)).all())
+        return insert(table)
 
     def _locked(self, query: sa.Select[Any], skip_locked: bool) -> sa.Select[Any]:
         # SQLite locks the whole database for writing: the transaction (BEGIN IMMEDIATE) already
