@@ -59,7 +59,7 @@ from rubix_integration.provenance.records import (
     ProvenanceRecord,
     VerifyReport,
 )
-from rubix_integration.stores.base import Store
+from rubix_integration.stores.base import Store, StoreRef
 
 #: ``notify(hook_name, **kwargs)``: fire an event hook.
 Notify = Callable[..., object]
@@ -137,15 +137,11 @@ class ProvenanceLogger:
         signing_key: Ed25519PrivateKey | bytes | None = None,
         trusted_keys: Iterable[bytes | str] = (),
     ) -> None:
-        self._store: Store | Callable[[], Store]
-        if isinstance(store, Store):
-            store.require(*NEEDS, by="the provenance log")
-            self._store = store
-        elif callable(store):  # opened on first use
-            self._store = store
+        if isinstance(store, Store) or callable(store):  # open, or opened on first use
+            self._store = StoreRef(store, NEEDS, by="the provenance log")
         else:  # a host (the Manager): take from it what was not given
             host = store
-            self._store = lambda: host.store
+            self._store = StoreRef(lambda: host.store, NEEDS, by="the provenance log")
             settings = settings if settings is not None else host.settings
             ipfs = ipfs if ipfs is not None else host.ipfs
             notify = notify if notify is not None else host.notify
@@ -176,12 +172,7 @@ class ProvenanceLogger:
 
     @property
     def store(self) -> Store:
-        store = self._store
-        if not isinstance(store, Store):
-            store = store()
-            store.require(*NEEDS, by="the provenance log")
-            self._store = store
-        return store
+        return self._store()
 
     @property
     def node_id(self) -> str:

@@ -62,7 +62,7 @@ from rubix_integration.stores.primitives import StorePrimitives
 if TYPE_CHECKING:
     from rubix_integration._settings import Settings
 
-__all__ = ["Row", "Store", "url_scheme"]
+__all__ = ["Row", "Store", "StoreRef", "url_scheme"]
 
 #: A row for :meth:`Store.bulk_insert`: a mapping of column names, or a tuple in column order.
 Row = Mapping[str, Any] | Sequence[Any]
@@ -477,3 +477,27 @@ class Store(StorePrimitives):
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class StoreRef:
+    """A capability's store, given open or as a callable opening it on first use.
+
+    The primitives the capability ``needs`` are required of the store as soon as it is open
+    (:meth:`Store.require`), so a store lacking one fails at start-up, naming ``by``.
+    """
+
+    def __init__(self, source: Store | Callable[[], Store], needs: Sequence[str], *,
+                 by: str) -> None:
+        self._needs = tuple(needs)
+        self._by = by
+        self._source = source
+        if isinstance(source, Store):
+            source.require(*self._needs, by=by)
+
+    def __call__(self) -> Store:
+        source = self._source
+        if not isinstance(source, Store):
+            source = source()
+            source.require(*self._needs, by=self._by)
+            self._source = source
+        return source

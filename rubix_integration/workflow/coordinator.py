@@ -77,7 +77,7 @@ from rubix_integration.errors import (
     TaskConflictError,
     TaskError,
 )
-from rubix_integration.stores.base import Store
+from rubix_integration.stores.base import Store, StoreRef
 from rubix_integration.workflow import _sql, states, validate
 from rubix_integration.workflow._leases import Leases
 from rubix_integration.workflow._transactions import Transactions
@@ -129,17 +129,13 @@ class WorkflowCoordinator:
     ) -> None:
         if lease_seconds <= 0 or max_attempts < 1 or backoff_base < 0 or backoff_max < 0:
             raise ValueError("lease_seconds must be > 0, max_attempts >= 1, backoffs >= 0")
-        self._store: Store | Callable[[], Store]
-        if isinstance(store, Store):
-            store.require(*NEEDS, by="the workflow")
-            self._store = store
-        elif callable(store):  # opened on first use
-            self._store = store
+        if isinstance(store, Store) or callable(store):  # open, or opened on first use
+            self._store = StoreRef(store, NEEDS, by="the workflow")
         else:  # a host (the Manager): take from it what was not given
             from rubix_integration.provenance.logger import host_listening
 
             host = store
-            self._store = lambda: host.store
+            self._store = StoreRef(lambda: host.store, NEEDS, by="the workflow")
             if provenance is None:
                 provenance = lambda: host.provenance  # noqa: E731 - built on first use
             notify = notify if notify is not None else host.notify
@@ -174,12 +170,7 @@ class WorkflowCoordinator:
 
     @property
     def store(self) -> Store:
-        store = self._store
-        if not isinstance(store, Store):
-            store = store()
-            store.require(*NEEDS, by="the workflow")
-            self._store = store
-        return store
+        return self._store()
 
     @property
     def provenance(self) -> ProvenanceLogger:
