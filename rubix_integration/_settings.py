@@ -47,6 +47,9 @@ ENV_VARS: dict[str, str] = {
     "sync_db_timeout": "RUBIX_SYNC_DB_TIMEOUT",
 }
 CONFIG_FILE_ENV = "RUBIX_CONFIG_FILE"
+#: Other names a setting's environment variable answers to, read only when the ``RUBIX_*`` one
+#: is not set: ``IPFS_DATASETS_ENABLED`` is the name the datasets integration layer uses.
+ENV_ALIASES: dict[str, tuple[str, ...]] = {"enabled": ("IPFS_DATASETS_ENABLED",)}
 #: The config file's table of plugin sections: ``[plugins.<name>]``.
 PLUGINS_TABLE = "plugins"
 
@@ -56,7 +59,9 @@ class Settings:
     """Every setting, resolved. Build it with :func:`resolve_settings`.
 
     - ``enabled``: ``"auto"`` detect IPFS; ``"1"`` require it (warn loudly when missing); ``"0"``
-      use only the embedded fallbacks.
+      use only the embedded fallbacks. Read from ``RUBIX_INTEGRATION_ENABLED``, else from its alias
+      ``IPFS_DATASETS_ENABLED`` (the source then says ``environment (IPFS_DATASETS_ENABLED)``);
+      ours wins when both are set.
     - ``ipfs_mode``: ``"auto"`` or the name of an IPFS backend (``http``, ``cli``, ``repo``,
       ``local`` or one added by a plugin).
     - ``ipfs_api``: the daemon's RPC address (multiaddr ``/ip4/127.0.0.1/tcp/5001`` or URL).
@@ -135,6 +140,8 @@ class Settings:
         source = self.sources.get(name, "default")
         if source == "environment":
             return f"{ENV_VARS.get(name, name)}={shown}"
+        if source.startswith("environment (") and _label(name, source) != name:
+            return f"{_label(name, source)}={shown}"
         if source.startswith(OPTION_SOURCE):
             return f"{source[len(OPTION_SOURCE):]} {shown}"
         if source == "config file":
@@ -463,6 +470,9 @@ _CONVERTERS: dict[str, Converter] = {
 def _label(name: str, source: str) -> str:
     if source == "environment":
         return ENV_VARS.get(name, name)
+    alias = source.removeprefix("environment (").removesuffix(")")
+    if alias in ENV_ALIASES.get(name, ()):
+        return alias
     if source == "config file":
         return f"config file key {name!r}"
     if source.startswith(OPTION_SOURCE):
@@ -553,6 +563,10 @@ def resolve_settings(
         elif ENV_VARS[name] in env:
             values[name] = convert(name, env[ENV_VARS[name]], "environment")
             sources[name] = "environment"
+        elif alias := next((a for a in ENV_ALIASES.get(name, ()) if a in env), None):
+            source = f"environment ({alias})"
+            values[name] = convert(name, env[alias], source)
+            sources[name] = source
         elif name in file_values:
             values[name] = convert(name, file_values[name], "config file")
             sources[name] = "config file"

@@ -3,21 +3,36 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from rubix_integration._plugins import PluginInfo
+from rubix_integration.ipfs.base import FieldsAsMapping
 
-__all__ = ["ComponentStatus", "Status"]
+__all__ = ["ComponentStatus", "Status", "enabled_by"]
+
+
+def enabled_by(sources: Mapping[str, str]) -> str:
+    """Where the ``enabled`` setting came from, as its variable when it came from one
+    (``RUBIX_INTEGRATION_ENABLED`` or its alias ``IPFS_DATASETS_ENABLED``), else the source."""
+    source = sources.get("enabled", "default")
+    if source == "environment":
+        return "RUBIX_INTEGRATION_ENABLED"
+    if source.startswith("environment (") and source.endswith(")"):
+        return source[len("environment ("):-1]
+    return source
 
 
 @dataclass(frozen=True)
-class ComponentStatus:
+class ComponentStatus(FieldsAsMapping):
     """One candidate for a role (``"ipfs"``, ``"store"``, ``"analytics"``).
 
     ``chosen`` marks the one in use; ``available`` says whether it could serve; ``reason`` says
     why it was chosen or rejected; ``plugin`` is the plugin that registered it.
     """
+
+    _keys: ClassVar[tuple[str, ...]] = ("role", "name", "chosen", "available", "reason", "plugin")
 
     role: str
     name: str
@@ -73,10 +88,33 @@ class Status:
         """Whether a backend other than the embedded fallback can serve."""
         return any(c.available and c.name != "local" for c in self.ipfs)
 
+    @property
+    def enabled_by(self) -> str:
+        """Where ``enabled`` came from: ``RUBIX_INTEGRATION_ENABLED``, its alias
+        ``IPFS_DATASETS_ENABLED``, a config file key, a keyword, or ``default``."""
+        return enabled_by(self.sources)
+
+    # read as a mapping too: ``status["enabled"]`` is ``status.as_dict()["enabled"]``
+
+    def keys(self) -> list[str]:
+        """The keys of :meth:`as_dict`."""
+        return list(self.as_dict())
+
+    def __getitem__(self, key: str) -> Any:
+        return self.as_dict()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """``as_dict().get(key, default)``."""
+        return self.as_dict().get(key, default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.as_dict()
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "version": self.version,
             "enabled": self.enabled,
+            "enabled_by": self.enabled_by,
             "ipfs_path": self.ipfs_path,
             "ipfs_mode": self.ipfs_mode,
             "ipfs_available": self.ipfs_available,
@@ -98,7 +136,7 @@ class Status:
 
     def __str__(self) -> str:
         lines = [f"rubix_integration {self.version}",
-                 f"integration enabled: {self.enabled} ({self.sources.get('enabled', 'default')})",
+                 f"integration enabled: {self.enabled} ({self.enabled_by})",
                  f"IPFS repo path: {self.ipfs_path or '-'}"]
         for title, items in (("IPFS access", self.ipfs), ("stores", self.stores),
                              ("analytics", (self.analytics,))):

@@ -261,3 +261,17 @@ def test_plugin_setting_types_are_checked_when_declared() -> None:
 
 def test_env_names_of_plugin_keys() -> None:
     assert env_name("my-plugin", "api.key") == "RUBIX_MY_PLUGIN_API_KEY"
+
+
+def test_ipfs_datasets_enabled_is_an_alias_ours_wins() -> None:
+    alias = resolve_settings({"IPFS_DATASETS_ENABLED": "false"})
+    assert alias.enabled == "0"
+    assert alias.sources["enabled"] == "environment (IPFS_DATASETS_ENABLED)"
+    assert alias.label("enabled") == "IPFS_DATASETS_ENABLED"
+    assert alias.origin("enabled") == "IPFS_DATASETS_ENABLED=0"
+    both = resolve_settings({"IPFS_DATASETS_ENABLED": "0", "RUBIX_INTEGRATION_ENABLED": "1"})
+    assert both.enabled == "1" and both.sources["enabled"] == "environment"
+    keyword = resolve_settings({"IPFS_DATASETS_ENABLED": "0"}, enabled="auto")
+    assert keyword.enabled == "auto" and keyword.sources["enabled"] == "keyword"
+    with pytest.raises(ConfigError, match="IPFS_DATASETS_ENABLED"):
+        resolve_settings({"IPFS_DATASETS_ENABLED": "sometimes"})

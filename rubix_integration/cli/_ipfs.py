@@ -6,14 +6,39 @@ import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from rubix_integration.cli._common import Group, ipfs_option, json_option, make_manager, print_json
-from rubix_integration.errors import UnsupportedOperationError
+from rubix_integration.errors import IPFSError, IPFSUnavailableError, UnsupportedOperationError
+
+if TYPE_CHECKING:
+    from rubix_integration._manager import Manager
+    from rubix_integration.ipfs.base import IPFSBackend
 
 __all__ = ["ipfs"]
+
+
+def _serving(manager: Manager) -> IPFSBackend:
+    """The backend to use; a backend asked for by name that cannot serve is one error line
+    (instead of a warning about it followed by the error of the first call)."""
+    settings = manager.settings
+    mode = settings.ipfs_mode
+    if mode not in ("auto", "local") and settings.ipfs_enabled:
+        cls = manager.backend("ipfs", mode)
+        try:
+            found = cls.detect(manager.ipfs_factory.context(settings.ipfs_path))
+        except IPFSError as exc:
+            found = None
+            reason = str(exc)
+        else:
+            reason = found.reason
+        if found is None or not found.available:
+            raise IPFSUnavailableError(
+                f"IPFS backend {mode!r} ({settings.origin('ipfs_mode')}) cannot serve: {reason}",
+                backend=mode)
+    return manager.ipfs()
 
 
 @click.group(cls=Group)
@@ -29,6 +54,7 @@ def ipfs() -> None:
 def ipfs_add(ipfs_mode: str | None, path: Path, no_pin: bool, as_json: bool) -> None:
     """Add a file or a directory (recursively); print the CIDs."""
     with make_manager(ipfs_mode=ipfs_mode) as manager:
+        _serving(manager)
         if path.is_dir():
             result = manager.add_directory(path, pin=not no_pin)
             entries: list[dict[str, Any]] = [
@@ -60,7 +86,7 @@ def ipfs_cat(ipfs_mode: str | None, cid: str, max_size: int | None) -> None:
     """
     out = sys.stdout.buffer
     with make_manager(ipfs_mode=ipfs_mode) as manager:
-        backend = manager.ipfs()
+        backend = _serving(manager)
         try:
             chunks: Iterable[bytes] = backend.iter_cat(cid, max_size=max_size)
         except UnsupportedOperationError:
@@ -82,7 +108,7 @@ def ipfs_cat(ipfs_mode: str | None, cid: str, max_size: int | None) -> None:
 def ipfs_ls(ipfs_mode: str | None, cid: str, as_json: bool) -> None:
     """List a directory."""
     with make_manager(ipfs_mode=ipfs_mode) as manager:
-        entries = manager.list_directory(cid)
+        entries = _serving(manager).ls(cid)
     if as_json:
         print_json([{"name": e.name, "cid": e.cid, "size": e.size, "type": e.type}
                      for e in entries])
@@ -98,5 +124,35 @@ def ipfs_ls(ipfs_mode: str | None, cid: str, as_json: bool) -> None:
 def ipfs_get(ipfs_mode: str | None, cid: str, dest: Path) -> None:
     """Write a file or a directory tree to DEST."""
     with make_manager(ipfs_mode=ipfs_mode) as manager:
-        out = manager.get_file(cid, dest)
+        out = _serving(manager).get(cid, dest)
     click.echo(f"saved {cid} to {out}")
+
+
+@ipfs.command("push")
+@ipfs_option
+@json_option
+def ipfs_push(ipfs_mode: str | None, as_json: bool) -> None:
+    """Push what is held locally only to the IPFS node: content added while no node was
+    reachable (the push queue), then provenance records no node holds yet."""
+    from rubix_integration.datasets._local import daemon_backend, push_queued, queue_for
+
+    with make_manager(ipfs_mode=ipfs_mode) as manager:
+        _serving(manager)
+        node = daemon_backend(manager)
+        if node is None:
+            waiting = len(queue_for(manager).pending())
+            raise IPFSUnavailableError(
+                f"no IPFS node to push to ({manager.choose_ipfs().reason}); {waiting} root(s) "
+                "stay queued", backend=manager.choose_ipfs().name)
+        report = push_queued(manager, node)
+        records = 0 if report.error else manager.provenance.publish(node)
+    if as_json:
+        print_json({"roots": list(report.pushed), "blocks": report.blocks,
+                    "records": records, "queued": list(report.remaining),
+                    "error": report.error})
+    else:
+        click.echo(f"pushed {len(report.pushed)} root(s) ({report.blocks} block(s)) and "
+                   f"{records} provenance block(s) to {node.name}; "
+                   f"{len(report.remaining)} root(s) still queued")
+    if report.error:
+        raise IPFSError(f"push stopped: {report.error}")

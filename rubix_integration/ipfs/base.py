@@ -14,11 +14,11 @@ the chosen one with an :class:`IPFSContext`, and closes it when done.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from rubix_integration.errors import IPFSError, UnsupportedOperationError
 
@@ -29,6 +29,7 @@ __all__ = [
     "AddResult",
     "AddedEntry",
     "DirEntry",
+    "FieldsAsMapping",
     "Health",
     "IPFSBackend",
     "IPFSContext",
@@ -67,9 +68,41 @@ class Health:
     detail: str
 
 
+class FieldsAsMapping:
+    """Read a frozen record's fields by key too: ``entry["name"]`` is ``entry.name``.
+
+    For callers that treat results as dicts; ``keys()``, ``items()``, ``get()``, ``in`` and
+    ``dict(record)`` work as on a mapping of the fields. Subclasses name the keys in ``_keys``.
+    """
+
+    _keys: ClassVar[tuple[str, ...]] = ()
+
+    def keys(self) -> tuple[str, ...]:
+        """The field names, in order."""
+        return self._keys
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self._keys:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The field ``key``, or ``default`` when there is no such field."""
+        return getattr(self, key) if key in self._keys else default
+
+    def items(self) -> list[tuple[str, Any]]:
+        """``(name, value)`` for every field."""
+        return [(k, getattr(self, k)) for k in self._keys]
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._keys
+
+
 @dataclass(frozen=True)
-class DirEntry:
-    """One link of a UnixFS directory."""
+class DirEntry(FieldsAsMapping):
+    """One link of a UnixFS directory (also readable as ``entry["name"]``, ``entry["cid"]``)."""
+
+    _keys: ClassVar[tuple[str, ...]] = ("name", "cid", "size", "type")
 
     name: str
     cid: str
@@ -78,11 +111,13 @@ class DirEntry:
 
 
 @dataclass(frozen=True)
-class AddedEntry:
+class AddedEntry(FieldsAsMapping):
     """One file or directory added by :meth:`IPFSBackend.add_directory`.
 
     ``path`` is relative to the added directory, with ``/`` separators; the root is ``""``.
     """
+
+    _keys: ClassVar[tuple[str, ...]] = ("path", "cid", "size", "is_dir")
 
     path: str
     cid: str
@@ -90,12 +125,34 @@ class AddedEntry:
     is_dir: bool
 
 
-@dataclass(frozen=True)
-class AddResult:
-    """The root CID of an added tree and every entry in it (root included)."""
+class AddResult(str):
+    """The root CID of an added tree, as text, with every entry in it (root included).
 
-    cid: str
+    It *is* the root CID (a :class:`str`), so it goes wherever a CID is expected
+    (``list_directory(result)``); ``cid`` gives it as a plain string and ``entries`` lists what was
+    added. Immutable, like the text it is.
+    """
+
     entries: tuple[AddedEntry, ...]
+
+    def __new__(cls, cid: str, entries: Iterable[AddedEntry] = ()) -> AddResult:
+        self = super().__new__(cls, cid)
+        object.__setattr__(self, "entries", tuple(entries))
+        return self
+
+    @property
+    def cid(self) -> str:
+        """The root CID as a plain string."""
+        return str.__str__(self)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"AddResult is immutable; cannot set {name!r}")
+
+    def __getnewargs__(self) -> tuple[str, tuple[AddedEntry, ...]]:  # type: ignore[override]
+        return (self.cid, self.entries)
+
+    def __repr__(self) -> str:
+        return f"AddResult(cid={self.cid!r}, entries=<{len(self.entries)}>)"
 
 
 class IPFSBackend:

@@ -11,6 +11,10 @@ same way on every store, with :class:`~rubix_integration.errors.InvalidFilterErr
 - a data path has 1 to :data:`~rubix_integration.codecs.dagjson.MAX_DEPTH` non-empty field
   names: no record holds a value deeper than that;
 - times, limits and offsets fit the stores' 64-bit integers (see :func:`check_window`).
+
+Which key means what (see :func:`parse_filters`): a record's own columns by name; ``data.<path>``
+or ``data`` with a nested mapping for fields of its data; and any other key for the top-level field
+of the data with that name, as ``query_logs({"type": "inference", "model": "bert-base"})`` reads.
 """
 
 from __future__ import annotations
@@ -216,9 +220,13 @@ def parse_filters(
     Keys are column names (``type``, ``chain``, ``origin_node``, ``cid``, ``prev``,
     ``published``), dotted paths into the data (``"data.model.name"``), or ``"data"`` with a
     nested mapping (``{"data": {"model": {"name": ...}}}``, which also reaches field names
-    holding a dot). Column values are text (``cid`` also a CID, ``prev`` also ``None``,
-    ``published`` a boolean); data values are scalars (text, number, boolean or ``None``), each
-    checked by :func:`check_data_filter`. Anything else raises
+    holding a dot). Any other key names a top-level field of the data, whole (``{"model":
+    "bert"}`` is ``{"data": {"model": "bert"}}``; ``{"a.b": 1}`` is the field named ``a.b``); a
+    mapping value reaches inside it (``{"model": {"name": "bert"}}``). A data field named like a
+    column, or beginning with ``data.``, is reached through ``"data"`` with a nested mapping.
+    Column values are text (``cid`` also a CID, ``prev`` also ``None``, ``published`` a
+    boolean); data values are scalars (text, number, boolean or ``None``), each checked by
+    :func:`check_data_filter`. Anything else raises
     :class:`~rubix_integration.errors.InvalidFilterError` before any SQL runs.
     """
     columns: dict[str, Any] = {}
@@ -237,9 +245,14 @@ def parse_filters(
             continue
         head, dot, rest = key.partition(".")
         if head != "data":
-            raise InvalidFilterError(
-                f"unknown filter {_show(key)}: use one of {', '.join(COLUMN_FILTERS)}, "
-                "'data.<path>' or 'data' with a nested mapping", filter=_show(key, 200))
+            # any other name is a field of the data, taken whole (dots included)
+            check_data_filter((key,), None)  # the name itself
+            if isinstance(value, Mapping):
+                _flatten(value, (key,), paths)
+            else:
+                check_data_filter((key,), value)
+                paths[(key,)] = value
+            continue
         if not dot:
             if not isinstance(value, Mapping):
                 raise InvalidFilterError(

@@ -116,6 +116,11 @@ class ProvenanceLogger:
     defaults to the store's. A host object (the Manager) may stand in for ``store``: everything
     not given is then taken from it (see :meth:`from_host`). ``chain`` names the chain this
     logger writes (resumed from the store); by default every logger starts a chain of its own.
+    Without ``store``, or with a config mapping in its place or as ``config=``
+    (``ProvenanceLogger()``, ``ProvenanceLogger({"store_url": ...})``, keys as for
+    :class:`~rubix_integration.DatasetsManager`), the logger opens the default store itself,
+    writes each record there first and then pushes it to the IPFS node when one is reachable
+    (``record.published``); :meth:`close` releases what it opened.
     ``signing_key`` (an Ed25519 private key, or its 32-byte seed) signs checkpoints; by default
     the node's key in the data dir, made on first use. ``trusted_keys`` are the public keys (32
     bytes or 64 hex digits) of other nodes whose checkpoints :meth:`verify` accepts, besides this
@@ -124,7 +129,7 @@ class ProvenanceLogger:
 
     def __init__(
         self,
-        store: Store | Callable[[], Store] | Host,
+        store: Store | Callable[[], Store] | Host | Mapping[str, Any] | None = None,
         *,
         ipfs: IPFSBackend | Callable[[], IPFSBackend] | None = None,
         settings: Settings | None = None,
@@ -136,7 +141,21 @@ class ProvenanceLogger:
         chain: str | None = None,
         signing_key: Ed25519PrivateKey | bytes | None = None,
         trusted_keys: Iterable[bytes | str] = (),
+        config: Mapping[str, Any] | None = None,
     ) -> None:
+        if config is not None:
+            if store is not None:
+                raise ValueError("give a store (or Manager), or config=, not both")
+            store = config
+        self._owned: Any = None
+        self._publish_each = False
+        if store is None or isinstance(store, Mapping):
+            # the datasets API's ProvenanceLogger(config): the default store, local first, each
+            # record pushed to the IPFS node when there is one
+            from rubix_integration.datasets._config import manager_from_config
+
+            store = self._owned = manager_from_config(store)
+            self._publish_each = True
         if isinstance(store, Store) or callable(store):  # open, or opened on first use
             self._store = StoreRef(store, NEEDS, by="the provenance log")
         else:  # a host (the Manager): take from it what was not given
@@ -247,6 +266,10 @@ class ProvenanceLogger:
                 rec.add(type_, data)
             with self.store.transaction() as conn:
                 rec.flush(conn)
+        if self._publish_each:
+            from rubix_integration.datasets.manager import publish_records
+
+            publish_records(self._owned)
         return list(rec.records)
 
     def log_event(self, type: str, data: Any) -> str:
@@ -288,8 +311,10 @@ class ProvenanceLogger:
                            _merge({"worker_id": worker_id, "task_id": task_id}, data)).cid
 
     def log_pr_activity(self, number: int, kind: str, data: Mapping[str, Any]) -> str:
-        """Record activity on a pull request (type ``pr_activity``)."""
-        return self.append("pr_activity", _merge({"number": number, "kind": kind}, data)).cid
+        """Record activity on a pull request (type ``pr_activity``; ``data.pr_number`` holds
+        ``number``, ``data.kind`` the ``kind``)."""
+        return self.append("pr_activity",
+                           _merge({"pr_number": number, "kind": kind}, data)).cid
 
     # --- reading -------------------------------------------------------------------------------
 
@@ -329,7 +354,9 @@ class ProvenanceLogger:
 
         ``filters`` maps ``type``, ``chain``, ``origin_node``, ``cid``, ``prev`` or ``published``
         to a value, or ``"data.<dotted.path>"`` (or ``"data"`` with a nested mapping) to a scalar
-        the field inside the data must equal. ``since`` (inclusive) and ``until`` (exclusive) are
+        the field inside the data must equal. Any other key is the name of a top-level field of
+        the data: ``{"type": "inference", "model": "bert"}`` finds inferences whose
+        ``data["model"]`` is ``"bert"``. ``since`` (inclusive) and ``until`` (exclusive) are
         datetimes (naive means UTC), ISO text or epoch seconds. ``limit=None`` returns all.
 
         Everything is checked before the store is asked (see
@@ -538,6 +565,17 @@ class ProvenanceLogger:
     def export_prov_json(self, filters: Mapping[str, Any] | None = None, **kwargs: Any) -> str:
         """W3C PROV-JSON text of the matching records."""
         return str(self.export_prov(filters, **kwargs).serialize(format="json"))
+
+    def close(self) -> None:
+        """Close the store this logger opened itself (one handed to it is left open)."""
+        if self._owned is not None:
+            self._owned.close()
+
+    def __enter__(self) -> ProvenanceLogger:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def __repr__(self) -> str:
         return f"<ProvenanceLogger chain={self.chain!r}>"
