@@ -18,7 +18,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from rubix_integration.errors import RubixError
+# ClockDriftError lives in errors.py; importable from here as before
+from rubix_integration.errors import ClockDriftError
 
 __all__ = [
     "LOGICAL_BITS",
@@ -41,16 +42,6 @@ MAX_STAMP = (1 << 63) - 1
 _MAX_MS = MAX_STAMP >> LOGICAL_BITS
 #: How far ahead of the local wall clock a received stamp may be (five minutes).
 MAX_DRIFT_MS = 300_000
-
-
-class ClockDriftError(RubixError, ValueError):
-    """A received stamp runs further ahead of the local clock than the allowed drift."""
-
-    def __init__(self, message: str, *, received: int, local_ms: int, max_drift_ms: int) -> None:
-        super().__init__(message)
-        self.received = received
-        self.local_ms = local_ms
-        self.max_drift_ms = max_drift_ms
 
 
 def wall_ms() -> int:
