@@ -78,7 +78,7 @@ def test_another_caller_cannot_change_a_held_task(manager: Manager) -> None:
         holder.complete_task("t", {"again": True})
 
 
-def test_the_holder_keeps_the_bare_calls_of_the_seed(manager: Manager) -> None:
+def test_the_holder_keeps_the_bare_calls_of_the_datasets_api(manager: Manager) -> None:
     wf = WorkflowCoordinator(manager, backoff_base=0)
     wf.submit_tasks({"task_id": i, "task_type": "job"} for i in ("a", "b", "c", "d"))
     a = wf.get_next_task("w")

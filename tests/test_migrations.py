@@ -181,3 +181,41 @@ def test_a_version_1_store_is_upgraded_and_syncs_without_duplicates_or_losses(
         again.create_schema()
         with again.connect() as conn:
             assert conn.execute(sa.select(sa.func.count()).select_from(t)).scalar() == len(rows)
+
+
+def test_a_version_2_store_gets_the_lease_index_and_keeps_its_tasks(
+    store_url: str, store_settings: Settings,
+) -> None:
+    from rubix_integration.stores.migrations import MIGRATIONS
+    from rubix_integration.workflow.models import LEASE_INDEX, TASK_TABLE
+
+    assert SCHEMA_VERSION == 3 and 2 in MIGRATIONS
+    with Manager(store_url=store_url, load_plugins=()) as manager:
+        manager.submit_task("held", "job")
+        manager.submit_task("waiting", "job")
+        held = manager.get_next_task("w")
+        assert held is not None and held.task_id == "held"
+    # what version 2 wrote: no lease index
+    with open_store(store_url, store_settings) as store, store.transaction() as conn:
+        conn.execute(sa.text(f'DROP INDEX "{LEASE_INDEX}"'))
+        conn.execute(sa.text("UPDATE rubix_meta SET value = '2' WHERE key = 'schema_version'"))
+    with open_store(store_url, store_settings) as store:
+        with store.connect() as conn:
+            names = {i["name"] for i in sa.inspect(conn).get_indexes(TASK_TABLE.name)}
+        assert LEASE_INDEX not in names
+        store.create_schema()
+        assert get_meta(store, "schema_version") == "3"
+        with store.connect() as conn:
+            indexes = {i["name"]: i for i in sa.inspect(conn).get_indexes(TASK_TABLE.name)}
+            assert indexes[LEASE_INDEX]["column_names"] == ["lease_expires_at_us"]
+            if conn.dialect.name == "postgresql":  # it serves the search for stalled work
+                conn.exec_driver_sql("SET enable_seqscan = off")  # two rows: else a scan
+                plan = "\n".join(conn.exec_driver_sql(
+                    "EXPLAIN SELECT task_id FROM workflow_tasks WHERE state = 'running' AND "
+                    "lease_expires_at_us <= 5 AND attempts >= max_attempts").scalars())
+                assert LEASE_INDEX in plan, plan
+        store.create_schema()  # again: a no-op
+    with Manager(store_url=store_url, load_plugins=()) as manager:
+        assert manager.get_task_status("held").state == "running"
+        assert manager.get_next_task("w2") is not None
+        assert manager.provenance.verify().ok

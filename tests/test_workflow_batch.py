@@ -350,7 +350,8 @@ def test_a_lost_kept_connection_is_replaced(manager: Manager,
     with wf.keep_connection():
         first = wf.get_next_task("w")
         assert first is not None
-        kept = wf._local.conn
+        kept = wf._tx.kept()
+        assert kept is not None
         pid = kept.exec_driver_sql("SELECT pg_backend_pid()").scalar()
         kept.commit()
         with engine.connect() as admin:
@@ -362,8 +363,10 @@ def test_a_lost_kept_connection_is_replaced(manager: Manager,
         assert "connection lost" in caplog.text  # and the call was run again
         second = wf.get_next_task("w")
         assert second is not None and second.task_id == "t1"
-        assert wf._local.conn is kept
-    assert getattr(wf._local, "conn", None) is None
+        replaced = wf._tx.kept()
+        assert replaced is not None and replaced is not kept  # the thread keeps the new one
+        assert replaced.exec_driver_sql("SELECT pg_backend_pid()").scalar() != pid
+        replaced.commit()
     assert _new_states(manager, "completed") == {"t0": 1}
     assert manager.provenance.verify().ok
 
@@ -380,7 +383,8 @@ def test_a_kept_connection_that_cannot_be_replaced(
     wf = manager.workflow
     wf.submit_task("t", "job", None)
     with wf.keep_connection():
-        kept = wf._local.conn
+        kept = wf._tx.kept()
+        assert kept is not None
         pid = kept.exec_driver_sql("SELECT pg_backend_pid()").scalar()
         kept.commit()
         with manager.store.engine.connect() as admin:

@@ -195,3 +195,97 @@ def test_ctrl_c_finishes_or_releases_the_current_task(
             assert task.state == "pending" and task.attempts == 0 and task.worker_id == "w"
         # the worker stopped instead of taking the next task
         assert manager.get_task_status("next").state == "pending"
+
+
+def _claims(manager: Manager) -> collections.Counter[str]:
+    records = manager.query_logs({"type": "task_state", "data.new_state": "running"},
+                                 limit=None)
+    return collections.Counter(r.data["task_id"] for r in records)
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize(("store_kind", "tasks", "workers", "kills"), [
+    pytest.param("postgresql", 400, 8, 3, marks=pytest.mark.postgres, id="postgresql"),
+    pytest.param("sqlite", 150, 4, 2, id="sqlite"),
+])
+def test_exactly_once_while_workers_are_killed_mid_batch(
+    store_url: str, tmp_path: Path, cleanup: list[subprocess.Popen[bytes]], tasks: int,
+    workers: int, kills: int,
+) -> None:
+    import random
+
+    log_dir = tmp_path / "runs"
+    log_dir.mkdir()
+    rng = random.Random(7)
+    args = ("--handler", "tests.workflow_handlers:brief", "--batch", "4", "--lease", "1.0",
+            "--poll", "0.05")
+    with Manager(store_url=store_url) as manager:
+        manager.submit_tasks({"task_id": f"k{i:04d}", "task_type": "brief",
+                              "data": {"seconds": 0.02}} for i in range(tasks))
+        crew = [_worker(store_url, log_dir, *args) for _ in range(workers)]
+        cleanup.extend(crew)
+        killed: list[subprocess.Popen[bytes]] = []
+        deadline = time.monotonic() + 120
+        for victim in rng.sample(crew, kills):
+            # kill each victim once it has run a task: it holds the rest of its batch then
+            while not (log_dir / f"{victim.pid}.log").exists():
+                assert time.monotonic() < deadline, "a worker never ran a task"
+                assert victim.poll() is None, victim.stderr.read().decode()[-2000:] \
+                    if victim.stderr else "exited"
+                time.sleep(0.02)
+            os.killpg(victim.pid, signal.SIGKILL)
+            victim.wait(timeout=10)
+            killed.append(victim)
+        while manager.workflow.counts()["completed"] < tasks:
+            assert time.monotonic() < deadline, manager.workflow.counts()
+            time.sleep(0.2)
+        for proc in crew:
+            if proc not in killed:
+                proc.send_signal(signal.SIGTERM)
+        assert not _wait_all([p for p in crew if p not in killed], timeout=60)
+        done = manager.list_tasks({"state": "completed"}, limit=None)
+        assert len(done) == tasks and manager.workflow.counts()["completed"] == tasks
+        completions = _completions(manager)
+        assert len(completions) == tasks and set(completions.values()) == {1}
+        claims = _claims(manager)
+        # every claim counted as an attempt: a killed worker's tasks were claimed again
+        assert {t.task_id: t.attempts for t in done} == dict(claims)
+        retried = [t for t in done if t.attempts > 1]
+        assert retried, "no killed worker held a task"
+        runs = _runs(log_dir)
+        assert set(runs) == {t.task_id for t in done}
+        # a handler ran more than once only for a task claimed more than once
+        assert all(runs[t.task_id] <= t.attempts for t in done)
+        assert manager.provenance.verify().ok
+    print(f"\n{workers} workers, {kills} killed: {len(retried)} tasks claimed again")
+
+
+@pytest.mark.timeout(120)
+def test_periodic_task_runs_once_per_period_under_four_workers(
+    store_url: str, tmp_path: Path, cleanup: list[subprocess.Popen[bytes]],
+) -> None:
+    log_dir = tmp_path / "runs"
+    log_dir.mkdir()
+    with Manager(store_url=store_url) as manager:
+        crew = [_worker(store_url, log_dir, "--handler", "tests.workflow_handlers:echo",
+                        "--poll", "0.05", "--schedule", "tick:tick:* * * * * *")
+                for _ in range(4)]
+        cleanup.extend(crew)
+        deadline = time.monotonic() + 60
+        while len(_runs(log_dir)) < 5:  # five periods run, the crew started by then
+            assert time.monotonic() < deadline, "the schedule did not run"
+            assert all(p.poll() is None for p in crew)
+            time.sleep(0.1)
+        time.sleep(1.5)
+        for proc in crew:
+            proc.send_signal(signal.SIGTERM)
+        assert not _wait_all(crew, timeout=60)
+        ticks = manager.list_tasks({"task_type": "tick"}, limit=None)
+        periods = sorted(int(t.task_id.rsplit(":", 1)[1]) for t in ticks)
+        assert len(periods) >= 5
+        assert periods == list(range(periods[0], periods[-1] + 1))  # every second, no gap
+        assert all(t.state == "completed" and t.attempts == 1 for t in ticks)
+        runs = _runs(log_dir)
+        assert set(runs.values()) == {1} and set(runs) == {t.task_id for t in ticks}
+        assert set(_completions(manager).values()) == {1}
+        assert len({t.result["pid"] for t in ticks}) > 1, "one worker did all the periods"

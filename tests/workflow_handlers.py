@@ -38,3 +38,10 @@ def slow(task: Any) -> dict[str, Any]:
     Path(marker, "started").write_text(str(os.getpid()))
     time.sleep(float(task.data.get("seconds", 5)) if isinstance(task.data, dict) else 5)
     return {"slept": True}
+
+
+def brief(task: Any) -> dict[str, Any]:
+    """Log, then take ``data["seconds"]`` (default 0.01) seconds."""
+    _log(task)
+    time.sleep(float(task.data.get("seconds", 0.01)) if isinstance(task.data, dict) else 0.01)
+    return {"pid": os.getpid()}

@@ -55,9 +55,13 @@ def tasks() -> None:
 @click.option("--tag", "tags", multiple=True, help="A tag (repeatable): GPU, GPU_PREFERRED, a:b.")
 @click.option("--max-attempts", type=click.IntRange(min=1), default=None,
               help="Attempts before the task is dead (default 3).")
+@click.option("--delay", type=click.FloatRange(min=0), default=None,
+              help="Claimable only this many seconds from now.")
+@click.option("--run-at", default=None, metavar="ISO-TIME",
+              help="Claimable only from this time on (ISO 8601 with a time zone).")
 def submit(store_url: str | None, as_json: bool, task_id: str, task_type: str,
            data_text: str | None, data_file: Path | None, priority: int, tags: tuple[str, ...],
-           max_attempts: int | None) -> None:
+           max_attempts: int | None, delay: float | None, run_at: str | None) -> None:
     """Queue TASK_ID of TASK_TYPE (again with the same content: no change)."""
     if data_text is not None and data_file is not None:
         raise click.UsageError("give --data or --data-file, not both")
@@ -66,9 +70,18 @@ def submit(store_url: str | None, as_json: bool, task_id: str, task_type: str,
         data = json.loads(raw) if raw is not None else None
     except json.JSONDecodeError as exc:
         raise click.BadParameter(f"not JSON: {exc}", param_hint="--data") from exc
+    when = None
+    if run_at is not None:
+        from datetime import datetime
+
+        try:
+            when = datetime.fromisoformat(run_at)
+        except ValueError as exc:
+            raise click.BadParameter(f"not an ISO 8601 time: {run_at!r}",
+                                     param_hint="--run-at") from exc
     with make_manager(store_url=store_url) as manager:
         task = manager.submit_task(task_id, task_type, data, priority=priority, tags=list(tags),
-                                   max_attempts=max_attempts)
+                                   max_attempts=max_attempts, run_at=when, delay=delay)
     _print_task(task, as_json)
 
 
@@ -131,15 +144,21 @@ def status(store_url: str | None, as_json: bool, task_id: str) -> None:
 @click.option("--force", is_flag=True,
               help="Also cancel a running task, which a worker holds: an operator's override, "
                    "logged and marked in the task's provenance record.")
+@click.option("--abort", is_flag=True,
+              help="Cancel a running task and tell its worker now: its handler sees the "
+                   "cancellation (workflow.cancelled()) and its result is refused. Implies "
+                   "--force.")
 def cancel(store_url: str | None, as_json: bool, task_id: str, reason: str | None,
-           force: bool) -> None:
+           force: bool, abort: bool) -> None:
     """Cancel a task that has not finished.
 
-    A running task is held by a worker: cancelling it needs --force, and the worker's result
-    is then refused.
+    A running task is held by a worker: cancelling it needs --force (or --abort), and the
+    worker's result is then refused; its handler is told (at once on PostgreSQL, at its next
+    heartbeat elsewhere).
     """
     with make_manager(store_url=store_url) as manager:
-        task = manager.cancel_task(task_id, reason=reason, force=force)
+        task = manager.cancel_task(task_id, reason=reason or ("aborted" if abort else None),
+                                   force=force or abort)
     _print_task(task, as_json)
 
 
@@ -175,10 +194,20 @@ def resubmit(store_url: str | None, as_json: bool, task_id: str) -> None:
 @click.option("--exit-when-idle", is_flag=True, help="Stop once nothing is left to claim.")
 @click.option("--idle-timeout", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="With --exit-when-idle: how long to wait for new tasks first.")
+@click.option("--schedule", "schedules", multiple=True, metavar="NAME:TYPE:CRON",
+              help="Submit a TYPE task once per period of CRON (5 fields, or 6 with seconds "
+                   "last), e.g. 'nightly:cleanup:0 3 * * *' (repeatable). Give the same "
+                   "schedules to every worker: each period runs once.")
+@click.option("--metrics-port", type=click.IntRange(min=1, max=65535), default=None,
+              help="Serve Prometheus metrics on 127.0.0.1:PORT.")
+@click.option("--limit", "limits", multiple=True, metavar="TYPE=N",
+              help="Run at most N tasks of TYPE at once across all workers (repeatable; give "
+                   "every worker the same limits).")
 def worker(store_url: str | None, handler_path: str | None, capabilities: str,
            worker_id: str | None, lease_seconds: float, poll_interval: float,
            batch_size: int, max_tasks: int | None, exit_when_idle: bool,
-           idle_timeout: float) -> None:
+           idle_timeout: float, schedules: tuple[str, ...], metrics_port: int | None,
+           limits: tuple[str, ...]) -> None:
     """Claim and run tasks until stopped.
 
     Ctrl-C (or SIGTERM) once: finish the current task, then stop. Twice: interrupt it and give
@@ -200,6 +229,24 @@ def worker(store_url: str | None, handler_path: str | None, capabilities: str,
             if not handlers:
                 raise PluginError("no --handler given and no plugin registers task handlers")
         coordinator = WorkflowCoordinator(manager, lease_seconds=lease_seconds)
+        for spec in schedules:
+            name, _, rest = spec.partition(":")
+            task_type, _, cron = rest.partition(":")
+            if not name or not task_type or not cron:
+                raise click.BadParameter(f"{spec!r} is not NAME:TYPE:CRON",
+                                         param_hint="--schedule")
+            coordinator.add_schedule(name, cron.strip(), task_type)
+        for spec in limits:
+            task_type, _, most = spec.rpartition("=")
+            if not task_type or not most.isdigit() or int(most) < 1:
+                raise click.BadParameter(f"{spec!r} is not TYPE=N (N >= 1)",
+                                         param_hint="--limit")
+            coordinator.set_limit(task_type, int(most))
+        server = None
+        if metrics_port is not None:
+            from rubix_integration.workflow import metrics
+
+            server = metrics.serve(coordinator, metrics_port)
         runner = Worker(coordinator, handlers, worker_id=worker_id, capabilities=capabilities,
                         poll_interval=poll_interval, batch_size=batch_size)
 
@@ -218,7 +265,78 @@ def worker(store_url: str | None, handler_path: str | None, capabilities: str,
                                idle_timeout=idle_timeout)
         except KeyboardInterrupt:  # between tasks: what is held is left to its lease
             stats = runner.stats
+        finally:
+            if server is not None:
+                server.shutdown()
+            coordinator.close()
         click.echo(f"{runner.worker_id}: claimed {stats.claimed}, completed {stats.completed}, "
                    f"failed {stats.failed}, refused {stats.lost}, released {stats.released}",
                    err=True)
     sys.stdout.flush()
+
+
+@tasks.command("metrics")
+@store_option
+def metrics_(store_url: str | None) -> None:
+    """Print the queue's metrics in Prometheus' text format."""
+    from rubix_integration.workflow import metrics
+
+    with make_manager(store_url=store_url) as manager:
+        click.echo(metrics.render(manager.workflow).decode(), nl=False)
+
+
+@tasks.command("top")
+@store_option
+@click.option("--once", is_flag=True, help="Print one view and exit (also when not a terminal).")
+@click.option("--interval", type=click.FloatRange(min=0.1), default=1.0, show_default=True,
+              help="Seconds between refreshes.")
+@click.option("--limit", type=click.IntRange(min=1), default=15, show_default=True,
+              help="Running tasks shown.")
+def top(store_url: str | None, once: bool, interval: float, limit: int) -> None:
+    """A live view of the queue: tasks by type and state, and the running tasks with their
+    workers. Ctrl-C leaves."""
+    import time
+
+    from rich.console import Console
+    from rich.console import Group as RichGroup
+    from rich.live import Live
+    from rich.table import Table
+
+    from rubix_integration.codecs.clock import now_us
+    from rubix_integration.workflow.states import STATES
+
+    console = Console()
+
+    def view(manager: Any) -> Any:
+        counts = manager.workflow.counts_by_type()
+        queue = Table(title="tasks by type and state")
+        queue.add_column("task type")
+        for state in STATES:
+            queue.add_column(state, justify="right")
+        types = sorted({t for t, _ in counts})
+        for task_type in types:
+            queue.add_row(task_type, *(str(counts.get((task_type, s), 0)) for s in STATES))
+        queue.add_row("[b]all[/b]", *(str(sum(counts.get((t, s), 0) for t in types))
+                                      for s in STATES))
+        running = Table(title="running")
+        for name in ("task", "type", "worker", "attempt", "running for", "lease left"):
+            running.add_column(name)
+        now = now_us()
+        for task in manager.workflow.list_tasks({"state": "running"}, limit=limit):
+            lease = (task.lease_expires_at_us or now) - now
+            running.add_row(task.task_id, task.task_type, task.worker_id or "",
+                            f"{task.attempts}/{task.max_attempts}",
+                            f"{(now - task.updated_at_us) / 1e6:.1f}s", f"{lease / 1e6:.1f}s")
+        return RichGroup(queue, running)
+
+    with make_manager(store_url=store_url) as manager:
+        if once or not console.is_terminal:
+            console.print(view(manager))
+            return
+        try:
+            with Live(view(manager), console=console, refresh_per_second=4) as live:
+                while True:
+                    time.sleep(interval)
+                    live.update(view(manager))
+        except KeyboardInterrupt:
+            pass

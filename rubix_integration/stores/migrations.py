@@ -13,6 +13,9 @@ constraints, the new one created from the model, the rows copied with their new 
 in (the store's ``node_id`` as ``origin_node``, a stamp each as ``change_version``, and for
 ``tokenrecords`` the ``record_key`` a sync computes, numbering rows without a token id in their
 original order), and the old table dropped.
+
+Version 2 to 3 adds the partial index over the lease expiry of running workflow tasks (how
+stalled work is found without scanning the table) to a store that has the task table.
 """
 
 from __future__ import annotations
@@ -101,5 +104,17 @@ def _rebuild(store: Store, conn: Connection, table: sa.Table, node: str,
     conn.execute(sa.text(f'DROP TABLE "{aside}"'))
 
 
+def _to_3(store: Store, conn: Connection) -> None:
+    from rubix_integration.workflow.models import LEASE_INDEX, TASK_TABLE
+
+    inspector = sa.inspect(conn)
+    if not inspector.has_table(TASK_TABLE.name):
+        return  # created whole, index included, by create_schema
+    if LEASE_INDEX in {i["name"] for i in inspector.get_indexes(TASK_TABLE.name)}:
+        return
+    index = next(i for i in TASK_TABLE.indexes if i.name == LEASE_INDEX)
+    index.create(conn)
+
+
 #: The step that upgrades a store from each version to the next.
-MIGRATIONS: dict[int, Callable[[Store, Connection], None]] = {1: _to_2}
+MIGRATIONS: dict[int, Callable[[Store, Connection], None]] = {1: _to_2, 2: _to_3}

@@ -22,13 +22,21 @@ from rubix_integration.workflow.coordinator import (
     Task,
     WorkflowCoordinator,
 )
-from rubix_integration.workflow.worker import Worker, WorkerStats, load_handler
+from rubix_integration.workflow.schedules import Schedule
+from rubix_integration.workflow.worker import (
+    Worker,
+    WorkerStats,
+    cancellation,
+    cancelled,
+    load_handler,
+)
 
 __all__ = [
     "MAX_BATCH",
     "MAX_PAYLOAD_BYTES",
     "STATES",
     "LeaseLostError",
+    "Schedule",
     "Task",
     "TaskConflictError",
     "TaskError",
@@ -37,5 +45,7 @@ __all__ = [
     "Worker",
     "WorkerStats",
     "WorkflowCoordinator",
+    "cancellation",
+    "cancelled",
     "load_handler",
 ]

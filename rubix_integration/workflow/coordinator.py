@@ -48,12 +48,18 @@ Task states::
 - Payloads (``data`` and ``result``) are JSON (DAG-JSON: bytes and CIDs allowed) of at most
   :data:`MAX_PAYLOAD_BYTES` encoded.
 
-Round trips (PostgreSQL): a claim or a completion is ``BEGIN``, its statement (a claim sets
-``enable_sort = off`` first), the provenance rows and ``COMMIT``, for one task or a batch.
-Inside :meth:`WorkflowCoordinator.keep_connection` (as :class:`~.worker.Worker` runs) the
-calling thread reuses one connection instead of taking one from the pool per call, which the
-pool would first check with a ping; a connection found lost before ``COMMIT`` was sent is
-replaced and the call run again once (the server rolled the transaction back).
+Round trips (PostgreSQL): every thread keeps a connection of its own for the workflow (no pool
+checkout, so no liveness ping per call; one found lost before ``COMMIT`` was sent is replaced and
+the call run again once). A submit is one statement (the task, its record and the wake-up
+notification; one round trip when the id is new). A claim and a completion take two round trips
+each, provenance included (see :mod:`~._pgfast`): ``BEGIN`` and the change, then the records and
+``COMMIT``, each pair sent as one pipeline. A bulk submit goes through ``COPY``. Once a second a
+claim also sweeps expired leases and the store moves the change-version sequence up to its clock
+(a few more round trips, shared by all the calls of that second).
+
+Wake-ups and due times: a submit notifies waiting workers (``LISTEN``/``NOTIFY`` on PostgreSQL,
+see :class:`~.worker.Worker`); ``run_at``/``delay`` hold a task back until then; periodic tasks
+come from cron expressions (:meth:`WorkflowCoordinator.add_schedule`, :mod:`~.schedules`).
 
 Times come from each caller's clock; machines sharing a store should keep their clocks in sync
 (NTP), with leases much longer than any skew.
@@ -76,18 +82,23 @@ from rubix_integration.errors import (
     RubixError,
     TaskConflictError,
     TaskError,
+    TaskNotFoundError,
 )
 from rubix_integration.stores.base import Store, StoreRef
-from rubix_integration.workflow import _sql, states, validate
+from rubix_integration.workflow import _pgfast, _sql, states, validate
 from rubix_integration.workflow._leases import Leases
 from rubix_integration.workflow._transactions import Transactions
 from rubix_integration.workflow.matching import normalise_capabilities
+from rubix_integration.workflow.schedules import Schedule
 from rubix_integration.workflow.states import STATES
-from rubix_integration.workflow.task import Task
+from rubix_integration.workflow.task import COLUMNS, Task
 from rubix_integration.workflow.validate import MAX_BATCH, MAX_PAYLOAD_BYTES
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from sqlalchemy.engine import Connection
+    from sqlalchemy.orm import Session
 
     from rubix_integration._host import Host
     from rubix_integration.provenance import ProvenanceLogger, Recording
@@ -95,6 +106,23 @@ if TYPE_CHECKING:
 __all__ = ["MAX_BATCH", "MAX_PAYLOAD_BYTES", "STATES", "Task", "WorkflowCoordinator"]
 
 log = logging.getLogger("rubix_integration.workflow")
+
+#: From this many tasks on, a bulk submit on PostgreSQL goes through ``COPY``.
+COPY_FROM = 16
+
+
+def _connection_of(connection: Connection | Session) -> Connection:
+    """The Core connection of a caller's ``Connection`` or ``Session`` (in its transaction)."""
+    import sqlalchemy as sa
+    from sqlalchemy.orm import Session
+
+    if isinstance(connection, Session):
+        return connection.connection()
+    if isinstance(connection, sa.engine.Connection):
+        return connection
+    raise InvalidDataError("connection must be a SQLAlchemy Connection or Session, not "
+                           f"{validate.shown(connection)}", path="connection")
+
 
 #: The store primitives the workflow runs on.
 NEEDS = ("upsert", "claim", "json", "change_version")
@@ -154,11 +182,16 @@ class WorkflowCoordinator:
         self.preferred_wait = float(preferred_wait)
         self._provenance: ProvenanceLogger | None = None
         self._last_sweep = 0.0
-        self._tx = Transactions(lambda: self.store, lambda: self.provenance)
+        # the threads' own connections (PostgreSQL) walk the claim index in order instead of
+        # sorting every claimable row (the planner cannot estimate the JSONB conditions)
+        self._tx = Transactions(lambda: self.store, lambda: self.provenance,
+                                setup=("SET enable_sort = off",))
         self._local = self._tx.local  # the connection keep_connection() holds, per thread
         # the leases of the claims this instance made and still holds (see the class doc): what
         # lets the claimer's bare calls through the fencing
         self._leases = Leases()
+        self._schedules: dict[str, Schedule] = {}
+        self._limits: dict[str, int] = {}
 
     # --- plumbing ------------------------------------------------------------------------------
 
@@ -230,14 +263,88 @@ class WorkflowCoordinator:
     # --- transactions --------------------------------------------------------------------------
 
     def keep_connection(self) -> AbstractContextManager[None]:
-        """Within the block, this thread's state changes (claims, results, heartbeats, …) reuse
-        one store connection instead of one from the pool each (see the module doc).
-
-        Meant for loops of many calls, as :meth:`Worker.run <.worker.Worker.run>` is. Reads,
-        submits and other threads are not affected; nested use keeps the outer connection. On
-        SQLite, where a pooled connection costs no round trip, it changes nothing.
-        """
+        """Kept for callers of earlier versions; changes nothing now: every thread keeps its
+        own connection for the workflow's calls anyway (see the module doc)."""
         return self._tx.keep_connection()
+
+    def close(self) -> None:
+        """Give back the connections the threads keep (they open new ones on next use)."""
+        self._tx.close()
+
+    # --- concurrency limits --------------------------------------------------------------------
+
+    def set_limit(self, task_type: str, max_running: int | None) -> None:
+        """Claim ``task_type`` only while fewer than ``max_running`` tasks of it run, counted
+        across all workers (``None``: no limit).
+
+        Every coordinator that claims the type must be given the same limit (a worker without
+        it does not look). Claims under a limit run one at a time (an advisory lock on
+        PostgreSQL, the write lock on SQLite), so the count they see is exact.
+        """
+        validate.text(task_type, "task_type", 200)
+        if max_running is None:
+            self._limits.pop(task_type, None)
+            return
+        self._limits[task_type] = validate.integer(max_running, "max_running", 1,
+                                                   validate.INT32[1])
+
+    @property
+    def limits(self) -> dict[str, int]:
+        """The concurrency limits of this coordinator, by task type."""
+        return dict(self._limits)
+
+    # --- schedules -----------------------------------------------------------------------------
+
+    def add_schedule(self, name: str, cron: str, task_type: str, data: Any = None, *,
+                     priority: int = 0, tags: Iterable[str] = (),
+                     max_attempts: int | None = None) -> Schedule:
+        """Submit ``task_type`` with ``data`` once per period of ``cron`` (see
+        :mod:`~.schedules`); workers of this coordinator submit it as periods begin.
+
+        Register the same schedule (same name and content) in every worker process; a period's
+        task is run once whichever of them submits it.
+        """
+        schedule = Schedule(name, cron, task_type, data, priority, tuple(tags), max_attempts)
+        validate.new_row(schedule.task_id(0), task_type, data, priority, schedule.tags,
+                         max_attempts, self.max_attempts, 0)  # checked now, not at its period
+        self._schedules[name] = schedule
+        return schedule
+
+    @property
+    def schedules(self) -> dict[str, Schedule]:
+        """The schedules registered on this coordinator, by name."""
+        return dict(self._schedules)
+
+    def run_schedules(self, now: float | None = None) -> list[Task]:
+        """Submit the task of each schedule's latest period not submitted yet by this process;
+        return the tasks submitted or found (cheap when none is due: no store access)."""
+        out = []
+        at = self._now() / 1_000_000 if now is None else now
+        for schedule in list(self._schedules.values()):
+            period = schedule.due(at)
+            if period is None:
+                continue
+            try:
+                task = self.submit_task(
+                    schedule.task_id(period), schedule.task_type, schedule.data,
+                    priority=schedule.priority, tags=schedule.tags,
+                    max_attempts=schedule.max_attempts)
+            except TaskConflictError:  # another process registered it with other content
+                log.warning("workflow: schedule %r: the task of period %s exists with other "
+                            "content; left as it is", schedule.name, int(period))
+                schedule.submitted(period)
+                continue
+            schedule.submitted(period)
+            out.append(task)
+        return out
+
+    def next_schedule_wait(self, wait: float) -> float:
+        """``wait``, or less when a schedule's next period begins sooner."""
+        if not self._schedules:
+            return wait
+        now = self._now() / 1_000_000
+        soonest = min(s.next_after(now) for s in self._schedules.values())
+        return max(0.0, min(wait, soonest - now + 0.001))
 
     # --- submitting ----------------------------------------------------------------------------
 
@@ -250,14 +357,38 @@ class WorkflowCoordinator:
         priority: int = 0,
         tags: Iterable[str] | None = None,
         max_attempts: int | None = None,
+        run_at: datetime | float | None = None,
+        delay: float | None = None,
+        connection: Connection | Session | None = None,
     ) -> Task:
-        """Queue a task; return it. Idempotent: an existing identical task is returned as is."""
+        """Queue a task; return it. Idempotent: an existing identical task is returned as is.
+
+        ``run_at`` (an aware ``datetime``, or seconds since the epoch) or ``delay`` (seconds
+        from now) make it claimable only from then on. ``connection``: the caller's own
+        SQLAlchemy ``Connection`` or ``Session`` on this store, inside a transaction the caller
+        commits: the task (and its provenance record) is written in that transaction, and a
+        rollback leaves no trace of it; workers are woken when it commits. On PostgreSQL a
+        submit is one statement (one round trip) when the id is new.
+        """
+        now = self._now()
         row = validate.new_row(task_id, task_type, data, priority, tags, max_attempts,
-                               self.max_attempts, self._now())
-        created = self._insert([row])
+                               self.max_attempts, now)
+        row["due_at_us"] = validate.due_time(run_at, delay, now)
+        if connection is not None:
+            created = self._insert([row], connection=connection)
+        elif self._postgres():
+            created = self._insert_one_pg(row)
+        else:
+            created = self._insert([row])
         if created:
             return created[0]
-        existing = self.get_task_status(task_id)
+        if connection is not None:  # as the caller's transaction sees it
+            existing = Task.from_row(_sql.load(self.store, _connection_of(connection), task_id,
+                                               lock=False))
+        elif self._postgres():
+            existing = self._load_pg(task_id)
+        else:
+            existing = self.get_task_status(task_id)
         same = (existing.task_type == task_type and existing.priority == priority
                 and dagjson.to_json_form(existing.data) == row["data"]
                 and list(existing.tags) == row["tags"])
@@ -267,27 +398,102 @@ class WorkflowCoordinator:
                 "use another id", task_id=task_id, state=existing.state)
         return existing
 
-    def submit_tasks(self, tasks: Iterable[Mapping[str, Any]]) -> int:
-        """Queue many tasks in one transaction (keys as :meth:`submit_task`'s arguments).
+    def submit_tasks(self, tasks: Iterable[Mapping[str, Any]], *,
+                     connection: Connection | Session | None = None) -> int:
+        """Queue many tasks in one transaction (keys as :meth:`submit_task`'s arguments,
+        ``run_at`` and ``delay`` included); return how many were created.
 
-        Ids that exist already are skipped; return how many were created.
+        Ids that exist already are skipped. On PostgreSQL the rows go in through ``COPY``.
+        ``connection``: as for :meth:`submit_task`, the caller's own transaction.
         """
         now = self._now()
-        rows = [validate.new_row(t["task_id"], t["task_type"], t.get("data"),
-                                 t.get("priority", 0), t.get("tags"), t.get("max_attempts"),
-                                 self.max_attempts, now) for t in tasks]
-        return len(self._insert(rows))
+        rows = []
+        for t in tasks:
+            row = validate.new_row(t["task_id"], t["task_type"], t.get("data"),
+                                   t.get("priority", 0), t.get("tags"), t.get("max_attempts"),
+                                   self.max_attempts, now)
+            row["due_at_us"] = validate.due_time(t.get("run_at"), t.get("delay"), now)
+            rows.append(row)
+        return len(self._insert(rows, connection=connection))
 
-    def _insert(self, rows: list[dict[str, Any]]) -> list[Task]:
+    def _postgres(self) -> bool:
+        return self.store.engine.dialect.name == "postgresql"
+
+    def _insert_one_pg(self, row: dict[str, Any]) -> list[Task]:
+        """Insert one new task with its record and wake-up in one statement (PostgreSQL)."""
+        store = self.store
+        store.stamp(_sql._T, [{}])  # keeps the change versions on the store's clock
+        node = self.provenance.node_id
+        pending = Task._from_values([row.get(c) for c in COLUMNS])
+
+        class _Exists(Exception):
+            pass
+
+        def body(conn: Connection, committing: list[bool]) -> list[Task]:
+            try:
+                with self.provenance.recording() as rec:
+                    self._record(rec, pending, None)
+                    record = _pgfast.record_rows(rec)[0]
+                    sql, args = _sql.insert_one_pg(row, record, node, _pgfast.CHANNEL)
+                    committing.append(True)
+                    rows = _pgfast.single(conn, sql, args)
+                    if not rows:
+                        raise _Exists  # the chain's head stays where it was
+            except _Exists:
+                return []
+            return [Task._from_values(r) for r in rows]
+
+        created = self._tx.run_raw(body)
+        self._announce([(t, None) for t in created])
+        return created
+
+    def _load_pg(self, task_id: str) -> Task:
+        """The task as stored, read in one round trip on this thread's connection."""
+        rows = self._tx.run_raw(lambda conn, _: _pgfast.single(conn, _sql.LOAD_PG,
+                                                                 {"id": task_id}))
+        if not rows:
+            raise TaskNotFoundError(f"no task {task_id!r}", task_id=task_id)
+        return Task._from_values(rows[0])
+
+    def _insert(self, rows: list[dict[str, Any]], *,
+                connection: Connection | Session | None = None) -> list[Task]:
         if not rows:
             return []
         store = self.store
+        if connection is not None:
+            conn = _connection_of(connection)
+            # the records go to a chain of their own: the caller may still roll back, which
+            # must not leave this logger's chain pointing at records that were never stored
+            from rubix_integration.provenance import ProvenanceLogger
+
+            main = self.provenance
+            own = ProvenanceLogger(store, node_id=main.node_id, clock=main.now_us)
+            with own.recording() as rec:
+                created = self._insert_on(store, conn, rows)
+                for task in created:
+                    self._record(rec, task, None)
+                rec.flush(conn)
+            # the hook fires now; the task exists once the caller commits
+            self._announce([(t, None) for t in created])
+            return created
         with self.provenance.recording() as rec, store.transaction() as conn:
-            created = _sql.insert(store, conn, rows)
+            created = self._insert_on(store, conn, rows)
             for task in created:
                 self._record(rec, task, None)
             rec.flush(conn)
         self._announce([(t, None) for t in created])
+        return created
+
+    def _insert_on(self, store: Store, conn: Connection,
+                   rows: list[dict[str, Any]]) -> list[Task]:
+        """Insert ``rows`` (new ids only) in ``conn``'s transaction, waking workers on commit."""
+        if conn.dialect.name != "postgresql":
+            return _sql.insert(store, conn, rows)
+        created = (_sql.copy_insert(store, conn, rows) if len(rows) >= COPY_FROM
+                   else _sql.insert(store, conn, rows))
+        for task_type in sorted({t.task_type for t in created}):
+            conn.exec_driver_sql("SELECT pg_notify(%(c)s, %(t)s)",
+                                 {"c": _pgfast.CHANNEL, "t": task_type})
         return created
 
     # --- claiming ------------------------------------------------------------------------------
@@ -343,8 +549,14 @@ class WorkflowCoordinator:
             "pref_cutoff": now - int(self.preferred_wait * 1_000_000),
             "node": self.provenance.node_id, "limit": limit, "caps": json.dumps(list(caps)),
             "tokens": [secrets.token_hex(16) for _ in range(limit)],
+            "limits": dict(self._limits),
         }
         store = self.store
+        if self._postgres():
+            claimed = self._claim_pg(params, caps, types)
+            self._leases.remember([task for task, _ in claimed])
+            self._announce(claimed)
+            return [task for task, _ in claimed]
 
         def body(conn: Connection, rec: Recording) -> list[tuple[Task, str]]:
             claimed = _sql.claim(store, conn, params, caps, types)
@@ -357,6 +569,30 @@ class WorkflowCoordinator:
         self._leases.remember([task for task, _ in claimed])
         self._announce(claimed)
         return [task for task, _ in claimed]
+
+    def _claim_pg(self, params: dict[str, Any], caps: tuple[str, ...],
+                  types: list[str] | None) -> list[tuple[Task, str]]:
+        """Claim and record in two round trips (see :mod:`._pgfast`)."""
+        self.store.stamp(_sql._T, [{}])  # keeps the change versions on the store's clock
+        sql, args = _sql.claim_pg(params, caps, types)
+
+        def body(conn: Connection, committing: list[bool]) -> list[tuple[Task, str]]:
+            with self.provenance.recording() as rec:
+                def follow(rows: list[tuple[Any, ...]]) -> tuple[_pgfast.Followup,
+                                                                 list[tuple[Task, str]]]:
+                    claimed = [(Task._from_values(r), str(r[-1])) for r in rows]
+                    claimed.sort(key=lambda c: (-c[0].priority, c[0].created_at_us,
+                                                c[0].task_id))
+                    for task, old_state in claimed:
+                        self._record(rec, task, old_state)
+                    return [_pgfast.record_insert(rec)], claimed
+
+                _, claimed, _ = _pgfast.transact(
+                    conn, sql, args, follow, committing,
+                    before=(_sql.LIMITS_LOCK_PG,) if params["limits"] else ())
+            return claimed  # type: ignore[no-any-return]
+
+        return self._tx.run_raw(body)
 
     def _sweep(self) -> None:
         """Make tasks dead whose lease expired on their last attempt (at most once a second)."""
@@ -486,7 +722,8 @@ class WorkflowCoordinator:
                 outcome.update(states.refusals(found, refused, worker_id, force))
             return outcome
 
-        outcome = self._tx.run(body)
+        outcome = (self._complete_pg(items, sendable, fence_worker, worker_id, force, now)
+                   if self._postgres() else self._tx.run(body))
         for item in items:
             result = outcome[item.task_id]
             if isinstance(result, Task) and force:
@@ -497,6 +734,40 @@ class WorkflowCoordinator:
         self._announce([(t, "running") for i in items
                         if isinstance(t := outcome[i.task_id], Task)])
         return [outcome[i.task_id] for i in items]
+
+    def _complete_pg(self, items: list[validate.Result], sendable: list[validate.Result],
+                     fence_worker: str | None, worker_id: str | None, force: bool,
+                     now: int) -> dict[str, Task | RubixError]:
+        """Accept and record in two round trips (see :mod:`._pgfast`)."""
+        self.store.stamp(_sql._T, [{}])  # keeps the change versions on the store's clock
+        sql, args = _sql.accept_pg(sendable, fence_worker, now, self.provenance.node_id)
+        if not sendable:  # nothing may be accepted: only say why
+            sql, args = "SELECT 1 WHERE false", {}
+
+        def body(conn: Connection, committing: list[bool]) -> dict[str, Task | RubixError]:
+            with self.provenance.recording() as rec:
+                def follow(rows: list[tuple[Any, ...]]) -> tuple[_pgfast.Followup,
+                                                                 dict[str, Task]]:
+                    accepted = {str(r[0]): Task._from_values(r) for r in rows}
+                    for item in items:  # records in the order given
+                        task = accepted.get(item.task_id)
+                        if task is not None:
+                            self._record(rec, task, "running", item.cid, forced=force)
+                    follow_up: _pgfast.Followup = [_pgfast.record_insert(rec)]
+                    refused = [i.task_id for i in items if i.task_id not in accepted]
+                    if refused:
+                        follow_up.append((_sql.HOLDERS_PG, (json.dumps(refused),)))
+                    return follow_up, accepted
+
+                _, accepted, results = _pgfast.transact(conn, sql, args, follow, committing)
+            outcome: dict[str, Task | RubixError] = dict(accepted)
+            refused = [i for i in items if i.task_id not in accepted]
+            if refused:
+                found = {r[0]: states.Holder(*r) for r in results[-1]}
+                outcome.update(states.refusals(found, refused, worker_id, force))
+            return outcome
+
+        return self._tx.run_raw(body)
 
     def fail_task(self, task_id: str, error: str, *, worker_id: str | None = None,
                   lease_token: str | None = None, retry: bool = True,
@@ -550,10 +821,19 @@ class WorkflowCoordinator:
         token = self._leases.token_for(task_id, validate.lease_token(lease_token), force)
         message = validate.message(reason or "cancelled", "cancelled")
 
+        was: list[str] = []
+
         def change(row: Any) -> dict[str, Any]:
+            was.append(str(row.state))
             return states.cancelled(row, token, message, force=force, now=self._now())
 
-        return self._change(task_id, change, force=force, token=token)
+        task = self._change(task_id, change, force=force, token=token)
+        if was and was[-1] == "running" and self._postgres():
+            # tell the worker running it at once (it also learns at its next heartbeat)
+            self._tx.run_raw(lambda conn, _: _pgfast.single(
+                conn, "SELECT pg_notify(%(c)s, %(t)s)",
+                {"c": _pgfast.CANCEL_CHANNEL, "t": task_id}))
+        return task
 
     def resubmit_task(self, task_id: str, *, max_attempts: int | None = None) -> Task:
         """Queue a dead or cancelled task again, with its attempts reset."""
@@ -594,6 +874,12 @@ class WorkflowCoordinator:
         """How many tasks are in each state."""
         with self.store.connect() as conn:
             return _sql.counts(conn)
+
+    def counts_by_type(self) -> dict[tuple[str, str], int]:
+        """How many tasks of each type are in each state: ``{(task_type, state): n}`` (pairs
+        without tasks left out)."""
+        with self.store.connect() as conn:
+            return _sql.counts_by_type(conn)
 
     def __repr__(self) -> str:
         return f"<WorkflowCoordinator lease={self.lease_seconds}s>"

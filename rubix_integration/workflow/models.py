@@ -8,7 +8,9 @@ set ``deleted_at``.
 
 ``due_at_us`` is when the task can next be claimed: the time it becomes available for a pending or
 retrying task, the lease expiry for a running one, ``NULL`` once finished. One partial index over
-claimable tasks in claim order (priority, then age) serves every claim.
+claimable tasks in claim order (priority, then age) serves every claim (a running task whose
+lease ran out is claimable again through it); another, over the lease expiry of running tasks,
+finds the stalled tasks on their last attempt without scanning the table.
 """
 
 from __future__ import annotations
@@ -21,7 +23,10 @@ from sqlmodel import Field, SQLModel
 from rubix_integration.provenance.models import JSON_TYPE
 from rubix_integration.stores.models import ReplicatedMixin
 
-__all__ = ["CHANGE_SEQUENCE", "TASK_TABLE", "WorkflowTaskRow"]
+__all__ = ["CHANGE_SEQUENCE", "LEASE_INDEX", "TASK_TABLE", "WorkflowTaskRow"]
+
+#: The partial index over the lease expiry of running tasks (schema version 3).
+LEASE_INDEX = "ix_workflow_tasks_lease"
 
 #: Change versions of task rows on PostgreSQL, kept on the store's hybrid logical clock.
 CHANGE_SEQUENCE = sa.Sequence("workflow_tasks_change_version_seq", metadata=SQLModel.metadata)
@@ -37,6 +42,10 @@ class WorkflowTaskRow(ReplicatedMixin, table=True):
                  sqlite_where=sa.text("due_at_us IS NOT NULL")),
         sa.Index("ix_workflow_tasks_due", "due_at_us"),
         sa.Index("ix_workflow_tasks_state", "state", "updated_at_us"),
+        # stalled work: the running tasks whose lease ran out, found without a table scan
+        sa.Index(LEASE_INDEX, "lease_expires_at_us",
+                 postgresql_where=sa.text("state = 'running'"),
+                 sqlite_where=sa.text("state = 'running'")),
     )
 
     task_id: str = Field(primary_key=True, max_length=255)

@@ -163,3 +163,35 @@ def new_row(task_id_: str, task_type: str, data: Any, priority: int,
         "attempts": 0, "max_attempts": attempts, "created_at_us": now,
         "updated_at_us": now, "due_at_us": now,
     }
+
+
+def due_time(run_at: Any, delay: Any, now: int) -> int:
+    """When a new task becomes claimable (microseconds): ``run_at`` (an aware ``datetime``, or
+    seconds since the epoch), ``delay`` seconds from ``now``, or ``now``."""
+    import math
+    from datetime import datetime
+
+    if run_at is not None and delay is not None:
+        raise InvalidDataError("give run_at or delay, not both", path="run_at")
+    if delay is not None:
+        if (isinstance(delay, bool) or not isinstance(delay, (int, float))
+                or not math.isfinite(delay) or not 0 <= delay <= 10 * 365 * 86400):
+            raise InvalidDataError(f"delay must be seconds from 0 to ten years, not "
+                                   f"{shown(delay)}", path="delay")
+        return now + int(delay * 1_000_000)
+    if run_at is None:
+        return now
+    if isinstance(run_at, datetime):
+        if run_at.tzinfo is None:
+            raise InvalidDataError("run_at must be an aware datetime (with a time zone)",
+                                   path="run_at")
+        seconds = run_at.timestamp()
+    elif (isinstance(run_at, (int, float)) and not isinstance(run_at, bool)
+          and math.isfinite(run_at)):
+        seconds = float(run_at)
+    else:
+        raise InvalidDataError(f"run_at must be a datetime or seconds since the epoch, not "
+                               f"{shown(run_at)}", path="run_at")
+    if not 0 <= seconds < 2 ** 62 / 1_000_000:
+        raise InvalidDataError(f"run_at out of range: {shown(run_at)}", path="run_at")
+    return int(seconds * 1_000_000)

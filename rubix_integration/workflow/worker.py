@@ -27,6 +27,15 @@ transaction once the batch is run (or before the next task starts, when a result
 - a worker that dies holds its whole batch until the leases run out: each task is claimed again
   after at most ``lease_seconds``, which counts as an attempt, exactly as for one task.
 
+Wake-ups (PostgreSQL): the worker listens for submissions (``LISTEN``), so an idle worker
+claims new work at once instead of at its next poll; ``poll_interval`` stays the fallback (and is
+the only way on SQLite).
+
+Cancellation: a running task cancelled by an operator (``cancel_task(..., force=True)``,
+``tasks cancel --abort``) is refused its result; its handler is told through
+:func:`cancelled` / :func:`cancellation` (an event set at once on PostgreSQL, at the next
+heartbeat elsewhere), and may stop early. A handler that raises once cancelled changes nothing.
+
 A larger batch makes the queue cheaper per task, but its tasks wait behind each other: prefer
 small batches for slow tasks. Failures are reported at once, one transaction each.
 """
@@ -55,6 +64,8 @@ __all__ = [
     "Handler",
     "Worker",
     "WorkerStats",
+    "cancellation",
+    "cancelled",
     "collect_handlers",
     "default_worker_id",
     "load_handler",
@@ -66,6 +77,23 @@ Handler = Callable[["Task"], Any]
 
 #: Seconds a result of a batch may wait for the others before it is reported on its own.
 REPORT_AFTER = 1.0
+
+
+_running = threading.local()  # the cancellation event of the task this thread's handler runs
+_NEVER = threading.Event()
+
+
+def cancellation() -> threading.Event:
+    """The event set when the task the calling handler runs is cancelled (an event never set
+    outside a handler run by :class:`Worker`)."""
+    event: threading.Event | None = getattr(_running, "event", None)
+    return event if event is not None else _NEVER
+
+
+def cancelled() -> bool:
+    """Whether the task the calling handler runs was cancelled: its result will be refused,
+    so the handler may stop early."""
+    return cancellation().is_set()
 
 
 def default_worker_id() -> str:
@@ -109,13 +137,14 @@ class WorkerStats:
 class _Held:
     """A task the worker holds: its lease is kept alive until the outcome is reported."""
 
-    __slots__ = ("expires_us", "lost", "next_beat", "task")
+    __slots__ = ("cancel", "expires_us", "lost", "next_beat", "task")
 
     def __init__(self, task: Task, next_beat: float) -> None:
         self.task = task
         self.expires_us = task.lease_expires_at_us or 0
         self.next_beat = next_beat
         self.lost = False
+        self.cancel = threading.Event()
 
 
 class Worker:
@@ -124,7 +153,8 @@ class Worker:
     ``handlers`` is a callable (every task type) or a mapping of task type to callable (only
     those types are claimed). ``heartbeat_interval`` defaults to a third of the lease.
     ``batch_size``: how many tasks to claim, and report, at a time (1 by default; see the module
-    doc for what a larger batch means for leases).
+    doc for what a larger batch means for leases). ``listen``: on PostgreSQL, wake up on
+    submissions and cancellations (see the module doc).
     """
 
     def __init__(
@@ -137,8 +167,10 @@ class Worker:
         poll_interval: float = 0.5,
         heartbeat_interval: float | None = None,
         batch_size: int = 1,
+        listen: bool = True,
     ) -> None:
         self.coordinator = coordinator
+        self.listen = listen
         if callable(handlers):
             self._handlers: Mapping[str, Handler] | None = None
             self._default: Handler | None = handlers
@@ -157,10 +189,34 @@ class Worker:
         self.stats = WorkerStats()
         self._held: dict[str, _Held] = {}
         self._held_lock = threading.Lock()
+        self._wake = threading.Event()
+        #: Set once the worker listens for wake-ups (PostgreSQL); never set elsewhere.
+        self.listening = threading.Event()
 
     def stop(self) -> None:
         """Finish the current task, then return from :meth:`run`."""
         self._stop.set()
+        self._wake.set()
+
+    def _cancelled(self, task_id: str) -> None:
+        """A cancellation notification: tell the handler running ``task_id`` (if held)."""
+        held = self._held.get(task_id)
+        if held is not None:
+            held.lost = True
+            held.cancel.set()
+            log.info("%s: %s was cancelled", self.worker_id, task_id)
+
+    def _listener(self, types: list[str] | None) -> Any:
+        store = self.coordinator.store
+        conninfo = getattr(store, "libpq_conninfo", None)
+        if not self.listen or store.engine.dialect.name != "postgresql" or conninfo is None:
+            return None
+        from rubix_integration.workflow._wakeups import Listener
+
+        listener = Listener(conninfo(), self._wake, self._cancelled, types).start()
+        if listener.ready.wait(5):
+            self.listening.set()
+        return listener
 
     @property
     def stopping(self) -> bool:
@@ -182,9 +238,12 @@ class Worker:
         beat = threading.Thread(target=self._heartbeats, args=(beat_stop,),
                                 name=f"heartbeat-{self.worker_id}", daemon=True)
         beat.start()
+        listener = self._listener(types)
         try:
             with self.coordinator.keep_connection():
                 while not self._stop.is_set():
+                    self._wake.clear()
+                    self.coordinator.run_schedules()
                     want = self.batch_size
                     if max_tasks is not None:
                         want = min(want, max_tasks - self.stats.claimed)
@@ -197,12 +256,22 @@ class Worker:
                         idle_since = idle_since if idle_since is not None else now
                         if exit_when_idle and now - idle_since >= (idle_timeout or 0.0):
                             break
-                        self._stop.wait(self.poll_interval)
+                        wait = self.poll_interval
+                        if exit_when_idle:
+                            wait = min(wait, max(0.01, (idle_timeout or 0.0)
+                                                 - (now - idle_since)))
+                        self._wake.wait(self.coordinator.next_schedule_wait(wait))
                         continue
                     idle_since = None
                     self.stats.claimed += len(tasks)
+                    from rubix_integration.workflow.metrics import observe_claims
+
+                    observe_claims(tasks)
                     self._run_batch(tasks)
         finally:
+            if listener is not None:
+                listener.stop()
+                self.listening.clear()
             beat_stop.set()
             beat.join(timeout=10)
         return self.stats
@@ -257,6 +326,9 @@ class Worker:
     def _run_one(self, task: Task) -> Any:
         """Run the handler: its result, or _FAILED (reported), or _INTERRUPTED."""
         self.current = task
+        held = self._held.get(task.task_id)
+        _running.event = held.cancel if held is not None else None
+        started = time.monotonic()
         try:
             return self._handler_for(task)(task)
         except KeyboardInterrupt:
@@ -267,6 +339,10 @@ class Worker:
             return _FAILED
         finally:
             self.current = None
+            _running.event = None
+            from rubix_integration.workflow.metrics import observe_run
+
+            observe_run(task, time.monotonic() - started)
 
     def _still_held(self, task: Task) -> bool:
         """Whether a task waiting in the batch may start: its lease is held (renewed if due)."""
@@ -365,6 +441,8 @@ class Worker:
                 except TaskError as exc:
                     if task.task_id in self._held:  # not just reported
                         h.lost = True
+                        if getattr(exc, "state", None) == "cancelled":
+                            h.cancel.set()
                         log.warning("%s: lost the lease of %s: %s", self.worker_id,
                                     task.task_id, exc)
                 except Exception as exc:  # a store hiccup: keep trying until the lease runs out
