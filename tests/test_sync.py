@@ -613,3 +613,130 @@ def test_a_spool_replaces_the_rows_of_one_key_in_one_transaction(manager: Manage
                                                  key=("db_path", "a.db")):
         raise RuntimeError("the caller failed before the commit")
     assert _token_ids(manager, "a.db") == ["a3"]  # nothing of it was committed
+
+
+_READ_BEFORE_THE_STORE = """
+import json, sys, time
+from pathlib import Path
+
+import rubix_integration.tokens.pool as pool
+
+root, url, data, marks = Path(sys.argv[1]), sys.argv[2], Path(sys.argv[3]), Path(sys.argv[4])
+real_prepare = pool.prepare
+
+
+def watched(*args, **kwargs):
+    task = args[1]
+    before = "sqlalchemy" in sys.modules
+    out = real_prepare(*args, **kwargs)
+    imported = "sqlalchemy" in sys.modules and not before
+    (marks / f"read-{task.index}").write_text(json.dumps(imported))
+    return out
+
+
+pool.prepare = watched  # inherited by the forked workers
+
+from rubix_integration._manager import Manager
+
+opening = Manager.store
+
+
+def store_after_a_read(self):
+    # the store opens only once a worker has read and spooled a database: a run that opened
+    # its store before starting its workers would wait here in vain
+    if self._store is None:
+        deadline = time.monotonic() + 60
+        while not any(marks.glob("read-*")) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        (marks / "store").write_text(json.dumps(sorted(p.name for p in marks.glob("read-*"))))
+    return opening.fget(self)
+
+
+Manager.store = property(store_after_a_read)
+with Manager(store_url=url, data_dir=data, source_ip="10.0.0.4") as manager:
+    summary = manager.sync_tokens([root], full=True, processes=2)
+print(json.dumps({"ok": summary.ok, "records": summary.records, "workers": summary.workers}))
+"""
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.skipif("fork" not in __import__("multiprocessing").get_all_start_methods(),
+                    reason="the workers are started before the store only where they fork")
+def test_a_full_run_reads_before_its_store_is_open_and_workers_import_no_sqlalchemy(
+    store_url: str, tmp_path: Path
+) -> None:
+    sample = make_sample(tmp_path / "root", nodes=3, tokens_per_node=30, broken=False)
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", _READ_BEFORE_THE_STORE, str(sample.root), store_url,
+         str(tmp_path / "d"), str(marks)],
+        capture_output=True, text=True, timeout=150, check=False)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary == {"ok": True, "records": sample.tokens, "workers": summary["workers"]}
+    assert summary["workers"].startswith("2 processes")
+    # a database was read and spooled before the store was opened
+    assert json.loads((marks / "store").read_text()) != []
+    # no worker imported SQLAlchemy to read its databases
+    read = sorted(marks.glob("read-*"))
+    assert len(read) == 3
+    assert [json.loads(p.read_text()) for p in read] == [False, False, False]
+    with Manager(store_url=store_url, data_dir=tmp_path / "d") as manager:
+        assert len(rows(manager)) == sample.tokens
+
+
+def test_a_spool_of_either_kind_merges_into_any_store(manager: Manager, tmp_path: Path) -> None:
+    """Workers write the spool kind the store's URL names before the store is open; a store
+    taking the other kind gets the same rows (dates, flags and all), through a slower path."""
+    from rubix_integration.stores.spools import spool_kind
+    from rubix_integration.tokens.pool import Prepared, Task
+    from rubix_integration.tokens.results import DatabaseResult
+    from rubix_integration.tokens.writer import commit
+
+    store = manager.store
+    native = spool_kind(store)
+    other = "pickle" if native == "sqlite" else "sqlite"
+    for kind in (native, other):
+        db_path = f"{kind}.db"
+        path = str(tmp_path / f"{kind}.spool{'.sqlite' if kind == 'sqlite' else '.pickle'}")
+        _spool_rows(path, kind, db_path, ["t1", "t2"])
+        task = Task(0, db_path, "n1", None, None, "fp", None, "10.0.0.5")
+        result = commit(store, task, Prepared(DatabaseResult(db_path, "n1", "processed"), path))
+        assert result.status == "processed", result.error
+        assert not os.path.exists(path)
+    t = TOKEN_TABLE
+    with store.connect() as conn:
+        found = conn.execute(sa.select(t.c.db_path, t.c.token_id, t.c.synced_at,
+                                       t.c.ipfs_fetched, t.c.node_name)
+                             .order_by(t.c.db_path, t.c.token_id)).all()
+    by_kind = {kind: [(r[1], _utc(r[2]), r[3], r[4]) for r in found if r[0] == f"{kind}.db"]
+               for kind in (native, other)}
+    when = datetime(2025, 1, 15, 5, 0)
+    assert by_kind[native] == [("t1", when, False, "n1"), ("t2", when, False, "n1")]
+    assert by_kind[other] == by_kind[native]
+    with store.connect() as conn:  # nothing is left in the staging table
+        assert conn.execute(sa.select(sa.func.count()).select_from(STAGING_TABLE)).scalar() == 0
+
+
+def test_a_database_holding_a_token_twice_is_refused_from_either_spool(
+    manager: Manager, tmp_path: Path
+) -> None:
+    from rubix_integration.stores.spools import spool_kind
+    from rubix_integration.tokens.pool import Prepared, Task
+    from rubix_integration.tokens.results import DatabaseResult
+    from rubix_integration.tokens.writer import commit
+
+    store = manager.store
+    for kind in {spool_kind(store), "pickle", "sqlite"}:
+        db_path = f"twice-{kind}.db"
+        path = str(tmp_path / f"{kind}{'.sqlite' if kind == 'sqlite' else '.pickle'}")
+        _spool_rows(path, kind, db_path, ["t1", "t2", "t1"])
+        task = Task(0, db_path, "n1", None, None, "fp", None, "10.0.0.5")
+        result = commit(store, task, Prepared(DatabaseResult(db_path, "n1", "processed"), path))
+        assert (result.status, result.error_kind) == ("failed", "rejected_by_store")
+        assert result.error is not None and "refused" in result.error
+        t = TOKEN_TABLE
+        with store.connect() as conn:
+            assert conn.execute(sa.select(sa.func.count()).select_from(t)
+                                .where(t.c.db_path == db_path)).scalar() == 0

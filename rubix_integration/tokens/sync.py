@@ -5,17 +5,25 @@ How it runs:
 - discovery finds every node database; each is fingerprinted by ``stat`` alone (database and
   ``-wal``) and skipped when the store already holds a successful sync of that fingerprint;
 - the IPFS backend of each node is chosen in this process (by the ``choose_backend`` given);
+- the store may be given as a callable opening it: a run of every database (``full``), which
+  needs nothing of the store to plan, then starts its worker processes before opening it, so
+  that reading the first databases overlaps importing the store's libraries, opening it and
+  creating its schema. Workers import no SQLAlchemy: they only read and spool. The spool kind
+  is then the one the store's URL names
+  (:func:`~rubix_integration.stores.spools.spool_kind_for_url`); a store that loads another
+  kind still gets every row, only slower;
 - each changed database is one unit of work (:mod:`.pool`), done by a pool of worker processes
   (or threads, for small runs, or when the host registered plugin objects a process cannot
   import): open a snapshot of the database, stream its tokens in batches, fetch each token's
   content (through a pool of threads for backends that wait on a daemon or a subprocess), spool
-  the rows to a temporary file (:mod:`.spool`), then replace that database's rows in one
-  transaction (delete, bulk insert, record the fingerprint in ``processeddatabases``, commit;
-  :mod:`.writer`). Processes keep the CPU-bound reading and hashing of several databases off one
-  interpreter lock; the store serialises writers. The store picks the spool it loads fastest
-  (:mod:`rubix_integration.stores.spools`): a SQLite store attaches a SQLite spool and copies it
-  with one ``INSERT … SELECT``, so the one writer spends no Python time per row; PostgreSQL reads
-  pickled batches back and ``COPY``-s them;
+  the rows to a temporary file (:mod:`.spool`), then merge them into the store in one
+  transaction (upsert the rows still there, tombstone those gone, record the fingerprint in
+  ``processeddatabases``, commit; :mod:`.writer`). Processes keep the CPU-bound reading and
+  hashing of several databases off one interpreter lock; the store serialises writers. The
+  store picks the spool it loads fastest (:mod:`rubix_integration.stores.spools`): a SQLite
+  store attaches a SQLite spool and merges it with one ``INSERT … SELECT … ON CONFLICT``, so
+  the one writer spends no Python time per row; PostgreSQL reads pickled batches back and
+  ``COPY``-s them into a staging table first;
 - a crash, ``kill -9`` or Ctrl-C at any moment leaves every database either fully synced or as it
   was, so a re-run converges to the same state; memory stays bounded by a few batches per worker;
 - one database never stops the others: each has a time limit (``sync_db_timeout``; SQLite's work
@@ -42,9 +50,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import sqlalchemy as sa
-
-from rubix_integration.stores.spools import spool_kind
+from rubix_integration.stores.spools import spool_kind, spool_kind_for_url
 from rubix_integration.tokens.content import DEFAULT_MAX_SIZE
 from rubix_integration.tokens.discover import (
     DEFAULT_PATTERN,
@@ -53,7 +59,6 @@ from rubix_integration.tokens.discover import (
     discover,
     fingerprint,
 )
-from rubix_integration.tokens.models import PROCESSED_TABLE, TOKEN_TABLE
 from rubix_integration.tokens.pool import (
     IPFSOpener,
     Options,
@@ -66,7 +71,6 @@ from rubix_integration.tokens.pool import (
 )
 from rubix_integration.tokens.results import DatabaseResult, SyncObserver, SyncSummary
 from rubix_integration.tokens.spool import COLUMNS
-from rubix_integration.tokens.writer import commit
 
 if TYPE_CHECKING:
     from rubix_integration._settings import Settings
@@ -93,6 +97,7 @@ _PROCESS_THRESHOLD_BYTES = 4 * 1024 * 1024
 class TokenSync:
     """One sync run over ``store``: build it and call :meth:`run` (``Manager.sync_tokens`` does).
 
+    ``store`` is the store, or a callable opening it (called once, as late as the run allows).
     ``choose_backend`` names the IPFS backend serving a node's repo (``None``: the configured
     one); ``open_ipfs`` builds it, and is pickled to worker processes, where it builds only the
     backends their databases use. ``notify`` fires the plugins' event hooks; ``announce_tokens``
@@ -110,7 +115,7 @@ class TokenSync:
 
     def __init__(
         self,
-        store: Store,
+        store: Store | Callable[[], Store],
         settings: Settings,
         *,
         choose_backend: Callable[[Path | None], str],
@@ -135,7 +140,14 @@ class TokenSync:
             raise ValueError("processes must be at least 1")
         if db_timeout is not None and not db_timeout > 0:
             raise ValueError("db_timeout must be a positive number of seconds")
-        self.store = store
+        self._store: Store | None = None
+        self._open_store: Callable[[], Store] | None = None
+        if callable(store):
+            self._open_store = store
+            spool = spool_kind_for_url(settings.store_url)
+        else:
+            self._store = store
+            spool = spool_kind(self._store)
         self.settings = settings
         self.choose_backend = choose_backend
         self.open_ipfs = open_ipfs
@@ -152,7 +164,15 @@ class TokenSync:
         self.options = Options(max_size=max_size, batch_size=batch_size,
                                fetch_threads=self.workers, tmp_dir="",
                                db_timeout=db_timeout or settings.sync_db_timeout,
-                               spool=spool_kind(store))
+                               spool=spool)
+
+    @property
+    def store(self) -> Store:
+        """The store, opened now if it was given as a callable."""
+        if self._store is None:
+            assert self._open_store is not None
+            self._store = self._open_store()
+        return self._store
 
     def run(self, roots: Sequence[Path | str]) -> SyncSummary:
         """Sync every node database below ``roots``; return the summary (also when interrupted)."""
@@ -182,10 +202,10 @@ class TokenSync:
         nodes = discover(folders, pattern=self.pattern, problems=problems)
         summary.discovery_problems = [f"{p.path}: {p.reason}" for p in problems]
         summary.databases_found = len(nodes)
-        store = self.store
         source_ip = self.source_ip or self.settings.source_ip or detect_source_ip()
 
-        previous = self._previous(store)
+        # a run of every database skips none: it needs nothing of the store before it starts
+        previous = {} if self.full else self._previous(self.store)
         tasks: list[Task] = []
         by_index: dict[int, NodeDatabase] = {}
         for node in nodes:
@@ -219,6 +239,8 @@ class TokenSync:
         finally:
             if run_dir is not None:
                 shutil.rmtree(run_dir, ignore_errors=True)
+        if not summary.interrupted:
+            self.store  # noqa: B018 - a run with nothing to write still opens its store
         summary.duration_s = time.perf_counter() - started
         for problem in summary.discovery_problems:
             log.warning("unreadable: %s", problem)
@@ -232,6 +254,10 @@ class TokenSync:
     # --- planning --------------------------------------------------------------------------------
 
     def _previous(self, store: Store) -> dict[str, tuple[str | None, str]]:
+        import sqlalchemy as sa
+
+        from rubix_integration.tokens.models import PROCESSED_TABLE
+
         t = PROCESSED_TABLE
         with store.connect() as conn:
             rows = conn.execute(sa.select(t.c.db_path, t.c.fingerprint, t.c.status)).all()
@@ -289,7 +315,8 @@ class TokenSync:
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
         context = multiprocessing.get_context(method)
         # no pooled database connection may be shared with the children (they never use one)
-        self.store.close()
+        if self._store is not None:
+            self._store.close()
         progress = context.Queue()
         stop = context.Event()
         pool = ProcessPoolExecutor(
@@ -307,8 +334,12 @@ class TokenSync:
     def _collect(self, futures: dict[Future[Prepared | None], Task],
                  nodes: dict[int, NodeDatabase], summary: SyncSummary, progress: Any,
                  stop: Any) -> None:
+        from rubix_integration.tokens.writer import commit
+
         pending = set(futures)
         try:
+            # opened while the workers read (when it was not open yet): the first commit needs it
+            store = self.store
             while pending:
                 done, pending = wait(pending, timeout=0.1)
                 self._drain(progress, nodes)
@@ -323,7 +354,7 @@ class TokenSync:
                     if prepared is None:
                         continue  # stopped before it was read
                     # the one writer: commits each database while the workers read the next
-                    result = commit(self.store, task, prepared)
+                    result = commit(store, task, prepared)
                     self._account(summary, result)
                     self.observer.database_finished(result)
                     if result.status == "processed":
@@ -379,6 +410,10 @@ class TokenSync:
     def _announce_tokens(self, result: DatabaseResult) -> None:
         if not self.announce_tokens:
             return
+        import sqlalchemy as sa
+
+        from rubix_integration.tokens.models import TOKEN_TABLE
+
         t = TOKEN_TABLE
         with self.store.connect() as conn:
             rows = conn.execute(sa.select(*(t.c[c] for c in COLUMNS))

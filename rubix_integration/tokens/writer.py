@@ -1,12 +1,15 @@
 """The one writer of a sync: merges a database's spooled rows into ``tokenrecords``, in one
 transaction.
 
-The spool is loaded into ``tokenrecords_staging``; from there the rows still present are
-upserted into ``tokenrecords`` (each stamped, see :mod:`rubix_integration.stores.replicated`),
-the rows of that database that disappeared get a tombstone, and the staged rows are removed.
-Rows the store refuses roll back that database's transaction only; the database is then recorded
-as failed (``rejected_by_store``) in a transaction of its own, and the run goes on. A database
-that failed to be read keeps its earlier rows: nothing is lost when it turns unreadable.
+The spool's rows are made selectable (:func:`~rubix_integration.stores.spools.spooled_rows`: a
+SQLite store reads the attached spool file itself, another store loads it into
+``tokenrecords_staging`` first); a database holding one token id twice is refused; the rows
+are upserted into ``tokenrecords`` by one ``INSERT … SELECT`` (each stamped, see
+:mod:`rubix_integration.stores.replicated`), and the rows of that database that disappeared get
+a tombstone (looked for only when the database has more live rows than it spooled). Rows the
+store refuses roll back that database's transaction only; the database is then recorded as
+failed (``rejected_by_store``) in a transaction of its own, and the run goes on. A database that
+failed to be read keeps its earlier rows: nothing is lost when it turns unreadable.
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ import sqlite3
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from rubix_integration.errors import StoreError, StoreUnavailableError
-from rubix_integration.stores.spools import load_spool
+from rubix_integration.stores.spools import spooled_rows
 from rubix_integration.tokens.models import (
     PROCESSED_TABLE,
     STAGING_TABLE,
@@ -55,9 +58,10 @@ def commit(store: Store, task: Task, prepared: Prepared) -> DatabaseResult:
         return result
     began = time.perf_counter()
     try:
-        with load_spool(store, STAGING_TABLE, prepared.spool, COLUMNS,
-                        key=("db_path", task.db_path)) as conn:
-            _merge(store, conn, task.db_path)
+        with spooled_rows(store, prepared.spool, COLUMNS, staging=STAGING_TABLE,
+                          order="staging_id", key=("db_path", task.db_path)) as spooled:
+            conn = spooled.conn
+            _merge(store, conn, spooled.table, spooled.order, task.db_path)
             result.duration_s += time.perf_counter() - began
             _save_processed(store, conn, task, result)
     except Exception as exc:
@@ -91,13 +95,16 @@ def _refused(exc: Exception) -> bool:
                             TypeError, OverflowError))
 
 
-def _merge(store: Store, conn: Connection, db_path: str) -> None:
-    """Upsert the staged rows of ``db_path`` into ``tokenrecords``, tombstone its rows that are
-    no longer staged, and empty the staging table of them."""
-    s, t = STAGING_TABLE, TOKEN_TABLE
+def _merge(store: Store, conn: Connection, s: sa.Table, order: sa.ColumnElement[Any],
+           db_path: str) -> None:
+    """Upsert the spooled rows of ``db_path`` (in ``s``, numbered by ``order``) into
+    ``tokenrecords`` and tombstone its rows that are no longer there."""
+    t = TOKEN_TABLE
     staged = s.c.db_path == db_path
-    count = int(conn.execute(sa.select(sa.func.count()).where(staged)).scalar_one())
-    ordinal = sa.func.row_number().over(order_by=s.c.staging_id)
+    _refuse_duplicates(store, conn, s, staged)
+    count = int(conn.execute(sa.select(sa.func.count()).select_from(s).where(staged))
+                .scalar_one())
+    ordinal = sa.func.row_number().over(order_by=order)
     key = record_key(s.c.token_kind, s.c.db_path, s.c.token_id, ordinal)
     if count:
         node, version = store.stamp_each(conn, t, count, ordinal)
@@ -109,6 +116,11 @@ def _merge(store: Store, conn: Connection, db_path: str) -> None:
         sql = str(insert.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
         sets = ", ".join(f"{n} = excluded.{n}" for n in names if n != "record_key")
         conn.exec_driver_sql(f"{sql} ON CONFLICT (record_key) DO UPDATE SET {sets}")
+    # every spooled row is live now: any other live row of the database disappeared from it
+    live = int(conn.execute(sa.select(sa.func.count()).select_from(t).where(
+        t.c.db_path == db_path, t.c.deleted_at.is_(None))).scalar_one())
+    if live <= count:
+        return
     keys = sa.select(key.label("k")).where(staged).subquery()
     gone = list(conn.execute(sa.select(t.c.record_key).where(
         t.c.db_path == db_path, t.c.deleted_at.is_(None),
@@ -122,8 +134,18 @@ def _merge(store: Store, conn: Connection, db_path: str) -> None:
                 change_version=sa.bindparam("b_version")),
             [{"b_key": k, "b_deleted": r["deleted_at"], "b_node": r["origin_node"],
               "b_version": r["change_version"]} for k, r in zip(gone, stamped, strict=True)])
-    if count:
-        conn.execute(sa.delete(s).where(staged))
+
+
+def _refuse_duplicates(store: Store, conn: Connection, s: sa.Table,
+                       staged: sa.ColumnElement[bool]) -> None:
+    """Refuse a database holding one token id twice (``tokenrecords`` keeps one row per token
+    of a database; a staging table's unique key refuses it too, a spool file has none)."""
+    twice = conn.execute(
+        sa.select(s.c.token_kind, s.c.token_id).where(staged, s.c.token_id.is_not(None))
+        .group_by(s.c.token_kind, s.c.token_id).having(sa.func.count() > 1).limit(1)).first()
+    if twice is not None:
+        raise StoreError(f"{store.name} store: {twice[0]} id {twice[1]!r} appears twice in "
+                         "one database (one row per token is kept)", backend=store.name)
 
 
 def _save_processed(store: Store, conn: Connection, task: Task, result: DatabaseResult) -> None:
