@@ -27,17 +27,22 @@ from rubix_integration.ipfs._factory import BackendFactory
 from rubix_integration.ipfs.base import AddResult, DirEntry, IPFSBackend, IPFSContext, IPFSDetection
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
     from datetime import datetime
+    from typing import Literal
 
     import pluggy
 
     from rubix_integration.codecs import CID
+    from rubix_integration.importer import ImportReport, Progress
+    from rubix_integration.pins import PinState
     from rubix_integration.provenance import (
         Checkpoint,
         ProvenanceLogger,
         ProvenanceRecord,
         VerifyReport,
     )
+    from rubix_integration.replication import Replication
     from rubix_integration.stores.analytics import Analytics
     from rubix_integration.stores.base import Store  # imported with the store's class
     from rubix_integration.tokens.results import SyncObserver, SyncSummary
@@ -347,7 +352,8 @@ class Manager:
         from rubix_integration.tokens.sync import TokenSync
 
         sync = TokenSync(
-            self.store, self.settings,
+            # opened by the run, which may start reading before (see tokens.sync)
+            lambda: self.store, self.settings,
             choose_backend=lambda path: self.choose_ipfs(path).backend_name,
             open_ipfs=self.ipfs_factory, notify=self.notify,
             announce_tokens=bool(self.hook.token_synced.get_hookimpls()),
@@ -423,6 +429,69 @@ class Manager:
         return the :class:`~.provenance.Checkpoint` (see :mod:`~.provenance.checkpoints`)."""
         return self.provenance.checkpoint(chain=chain)
 
+    # --- pin state -------------------------------------------------------------------------------
+
+    @cached_property
+    def pins(self) -> PinState:
+        """The pin state kept in this Manager's store: the ``pin_state`` backend named like the
+        store class (``sqlite``, ``postgresql``), else :class:`~rubix_integration.PinState`."""
+        from rubix_integration.pins import PinState
+
+        cls = self.plugins.backends("pin_state").get(self.store_class().name, PinState)
+        if not (isinstance(cls, type) and issubclass(cls, PinState)):
+            cls = PinState
+        return cls(lambda: self.store)
+
+    # --- import --------------------------------------------------------------------------------
+
+    def import_sqlite(self, path: str | Path, *, tables: Sequence[str] | None = None,
+                      clear: bool = False, dry_run: bool = False, batch_size: int = 5000,
+                      mode: str = "upsert",
+                      progress: Callable[[Progress], None] | None = None) -> ImportReport:
+        """Import a SQLite database into the store: schema kept, in foreign-key order,
+        upserted, incremental (see :func:`rubix_integration.importer.import_sqlite`)."""
+        from rubix_integration.importer import import_sqlite
+
+        return import_sqlite(self.store, path, tables=tables, clear=clear, dry_run=dry_run,
+                             batch_size=batch_size, mode=_import_mode(mode), progress=progress)
+
+    def import_json(self, path: str | Path, *, table: str, key: Sequence[str] = (),
+                    clear: bool = False, dry_run: bool = False, mode: str = "upsert",
+                    progress: Callable[[Progress], None] | None = None) -> ImportReport:
+        """Import a JSON / NDJSON file's objects into ``table`` (columns inferred)."""
+        from rubix_integration.importer import import_json
+
+        return import_json(self.store, path, table=table, key=key, clear=clear,
+                           dry_run=dry_run, mode=_import_mode(mode), progress=progress)
+
+    def import_source(self, name: str, *, options: Mapping[str, str] | None = None,
+                      table: str | None = None, clear: bool | None = None,
+                      dry_run: bool = False, env_file: str | Path | None = None,
+                      progress: Callable[[Progress], None] | None = None) -> ImportReport:
+        """Import the rows of ``source`` backend ``name``; its settings come from ``options``,
+        the environment, ``env_file`` (default ``./.env``) or ``[plugins.<name>]``."""
+        from rubix_integration.importer import import_source
+        from rubix_integration.importer.sources.base import source_config
+
+        cls = self.backend("source", name)
+        section = {**self.settings.plugin_input.file.get(name, {}),
+                   **self.settings.plugin_input.keywords.get(name, {})}
+        dotenv = Path(env_file) if env_file is not None else Path.cwd() / ".env"
+        config = source_config(tuple(getattr(cls, "settings", ())), options=options,
+                               dotenv=dotenv, section=section)
+        return import_source(self.store, cls(config), table=table, clear=clear,
+                             dry_run=dry_run, progress=progress)
+
+    # --- replication -----------------------------------------------------------------------------
+
+    @cached_property
+    def replication(self) -> Replication:
+        """The :class:`~rubix_integration.replication.Replication` of this Manager's store: the
+        replicated tables, peers, the sync loop and the ``/p2p`` routes."""
+        from rubix_integration.replication import Replication
+
+        return Replication(lambda: self.store)
+
     # --- workflow --------------------------------------------------------------------------------
 
     @cached_property
@@ -436,10 +505,22 @@ class Manager:
 
     def submit_task(self, task_id: str, task_type: str, data: object = None, *,
                     priority: int = 0, tags: Iterable[str] | None = None,
-                    max_attempts: int | None = None) -> Task:
-        """Submit a task (idempotent per ``task_id``)."""
+                    max_attempts: int | None = None, run_at: datetime | float | None = None,
+                    delay: float | None = None, connection: Any = None) -> Task:
+        """Submit a task (idempotent per ``task_id``); ``run_at``/``delay``: not before then;
+        ``connection``: inside the caller's own transaction (see
+        :meth:`WorkflowCoordinator.submit_task`)."""
         return self.workflow.submit_task(task_id, task_type, data, priority=priority, tags=tags,
-                                         max_attempts=max_attempts)
+                                         max_attempts=max_attempts, run_at=run_at, delay=delay,
+                                         connection=connection)
+
+    def submit_tasks(self, tasks: Iterable[Mapping[str, Any]], *,
+                     connection: Any = None) -> int:
+        """Submit many tasks in one transaction (each a mapping of :meth:`submit_task`'s
+        arguments: ``task_id``, ``task_type``, ``data``, ``priority``, ``tags``,
+        ``max_attempts``, ``run_at``, ``delay``); ids that exist are skipped. Return how many
+        were created. On PostgreSQL the rows go in through ``COPY``."""
+        return self.workflow.submit_tasks(tasks, connection=connection)
 
     def get_next_task(self, worker_id: str, capabilities: Iterable[str] | str | None = (), *,
                       task_types: Iterable[str] | None = None) -> Task | None:
@@ -577,19 +658,25 @@ class Manager:
 
     def backend(self, role: str, name: str | None = None) -> type[Any]:
         """The class registered as ``name`` for ``role``; without ``name``, the one in use:
-        the chosen IPFS backend, the store class of the store URL, else the role's only one."""
+        the chosen IPFS backend, the store class of the store URL, the pin state backend named
+        like that store class, else the role's only one."""
         found = self.plugins.backends(role)
         if name is None and role == "ipfs":
             name = self.choose_ipfs().name
         elif name is None and role == "store":
             return self.store_class()
+        elif name is None and role == "pin_state" and self.store_class().name in found:
+            name = self.store_class().name
         elif name is None and len(found) == 1:
             name = next(iter(found))
-        if name is None or name not in found:
-            wanted = "a name" if name is None else repr(name)
-            raise ConfigError(f"no {role} backend {wanted} to use; registered: "
-                              f"{', '.join(found) or 'none'}", name=role, value=name,
-                              allowed=tuple(found))
+        registered = ", ".join(found) or "none"
+        if name is None:
+            reason = (f"several {role} backends are registered ({registered}): name the one to use"
+                      if found else f"no {role} backend is registered")
+            raise ConfigError(reason, name=role, value=name, allowed=tuple(found))
+        if name not in found:
+            raise ConfigError(f"no {role} backend {name!r} to use; registered: {registered}",
+                              name=role, value=name, allowed=tuple(found))
         return found[name]
 
     def plugin_settings(self, name: str) -> PluginSettings:
@@ -622,6 +709,9 @@ class Manager:
             store, self._store = self._store, None
         if factory is not None:
             factory.close()
+        workflow = self.__dict__.get("workflow")
+        if workflow is not None:  # the connections its threads keep
+            workflow.close()
         if store is not None:
             store.close()
 
@@ -638,6 +728,13 @@ class Manager:
 
     def __repr__(self) -> str:
         return f"<Manager store={mask_url(self.settings.store_url)!r}>"
+
+
+def _import_mode(mode: str) -> Literal["upsert", "insert", "replace"]:
+    if mode not in ("upsert", "insert", "replace"):
+        raise ConfigError(f"import mode {mode!r} is not one of upsert, insert, replace",
+                          name="mode", value=mode, allowed=("upsert", "insert", "replace"))
+    return mode  # type: ignore[return-value]
 
 
 def _detect(cls: type[IPFSBackend], context: IPFSContext) -> IPFSDetection:

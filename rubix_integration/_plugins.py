@@ -52,7 +52,11 @@ DEFAULT_PLUGINS: tuple[str, ...] = (
     "rubix_integration.ipfs.local",
     "rubix_integration.stores.sqlite",
     "rubix_integration.stores.postgresql",
+    "rubix_integration.pins.sqlite",
+    "rubix_integration.pins.postgresql",
+    "rubix_integration.pins.plugin",
     "rubix_integration._builtin_tables",
+    "rubix_integration.replication.plugin",
     "rubix_integration._defaults",
 )
 
@@ -218,6 +222,10 @@ class Plugins:
                               f"{', '.join(registry.role_bases)}")
         return dict(registry.load(role))
 
+    def backend_names(self, role: str) -> tuple[str, ...]:
+        """The names registered for ``role``, without importing any of their classes."""
+        return tuple(self._registry().entries.get(role, {}))
+
     def owner(self, role: str, name: str) -> str:
         """The plugin that registered backend ``name`` for ``role``, or ``"?"``."""
         return self._registry().owners.get((role, name), "?")
@@ -304,9 +312,14 @@ class Plugins:
 def check_plugin_settings(
     plugins: Plugins, inputs: PluginSettingsInput, warn: Callable[[str], None]
 ) -> dict[str, PluginSettings]:
-    """Resolve every plugin's settings; a section no loaded plugin owns is warned about."""
+    """Resolve every plugin's settings; a section no loaded plugin owns is warned about.
+
+    A section named after a registered ``source`` backend (``[plugins.strapi]``) belongs to that
+    source: the importer reads it when the source runs.
+    """
     specs = plugins.settings_specs()
-    for name in sorted({*inputs.file, *inputs.keywords} - set(specs)):
+    sources = set(plugins.backend_names("source"))
+    for name in sorted({*inputs.file, *inputs.keywords} - set(specs) - sources):
         if plugins.pm.has_plugin(name):  # loaded, declares nothing: every key is unknown
             resolve_plugin_settings(name, {}, inputs)
         else:

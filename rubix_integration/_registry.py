@@ -30,14 +30,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("rubix_integration.plugins")
 
-#: The roles every host knows; ``pin_state`` and ``source`` accept any named class for now.
+#: The roles every host knows; ``source`` accepts any named class for now.
 BUILTIN_ROLES: tuple[str, ...] = ("ipfs", "store", "pin_state", "source")
 
 #: The base class of each built-in role, by dotted path (imported when first needed).
 _BUILTIN_BASES: dict[str, type | str] = {
     "ipfs": "rubix_integration.ipfs.base:IPFSBackend",
     "store": "rubix_integration.stores.base:Store",
-    "pin_state": object,
+    "pin_state": "rubix_integration.pins._state:PinStateBackend",
     "source": object,
 }
 
@@ -93,7 +93,26 @@ BUILTIN_BACKENDS: dict[str, tuple[str, LazyBackend]] = {
     "rubix_integration.stores.postgresql": (
         "store", LazyBackend("postgresql", "rubix_integration.stores.postgresql:PostgreSQLStore",
                              "pip install sqlmodel 'psycopg[binary]'")),
+    "rubix_integration.pins.sqlite": (
+        "pin_state", LazyBackend("sqlite", "rubix_integration.pins._sql:SQLitePinState",
+                                 _REINSTALL)),
+    "rubix_integration.pins.postgresql": (
+        "pin_state", LazyBackend("postgresql", "rubix_integration.pins._sql:PostgreSQLPinState",
+                                 "pip install sqlmodel 'psycopg[binary]'")),
 }
+
+
+#: The built-in sources of the importer (registered by ``rubix_integration._builtin_tables``).
+BUILTIN_SOURCES: tuple[LazyBackend, ...] = (
+    LazyBackend("placeholder-transactions",
+                "rubix_integration.importer.sources.placeholder:PlaceholderTransactions",
+                _REINSTALL),
+    LazyBackend("strapi", "rubix_integration.importer.sources.strapi:StrapiGpuClasses",
+                _REINSTALL),
+    LazyBackend("nominatim", "rubix_integration.importer.sources.geo:CitySnapshots",
+                _REINSTALL),
+    LazyBackend("mongo", "rubix_integration.importer.sources.mongo:MongoNodes", _REINSTALL),
+)
 
 
 class BuiltinIPFSBackend:
@@ -124,7 +143,20 @@ def builtin_plugin(name: str) -> object | None:
     if found is None:
         return None
     role, backend = found
+    if role == "pin_state":
+        return BuiltinPinState(backend)
     return BuiltinIPFSBackend(backend) if role == "ipfs" else BuiltinStore(backend)
+
+
+class BuiltinPinState:
+    """The plugin of one built-in pin state backend: registers it by dotted path."""
+
+    def __init__(self, backend: LazyBackend) -> None:
+        self.backend = backend
+
+    @hookimpl
+    def register_backends(self) -> dict[str, list[LazyBackend]]:
+        return {"pin_state": [self.backend]}
 
 
 def _resolve(base: type | str) -> type:

@@ -31,11 +31,26 @@ are translated at the backend boundary and chained with ``raise ... from exc``.
     │   └── PayloadTooLargeError     the encoded data exceeds the documented limit
     ├── InvalidFilterError           a provenance query filter or bound cannot be compared
     ├── RecordNotFoundError          no provenance record has this CID
-    └── TaskError                    a workflow task: names the task
-        ├── TaskNotFoundError        no task has this id
-        ├── TaskConflictError        a submit reuses an id with different content
-        ├── TaskStateError           the task's state does not allow the operation
-        └── LeaseLostError           the caller does not (or no longer) hold the task's lease
+    ├── ImportFailedError            an import cannot run: names the source (and table)
+    │   ├── ImportSourceError        the source cannot be read (not SQLite, bad JSON, a service)
+    │   └── ImportSchemaError        a source column cannot be mapped onto the target table
+    ├── ClockDriftError              a received clock stamp runs too far ahead (also ValueError)
+    ├── ReplicationError             replication between nodes: names the peer and a ``kind``
+    │   ├── PeerUnavailableError     a peer did not answer (after retries) or answered an error
+    │   ├── ReplicationAuthError     a request not authenticated, or not allowed for its role
+    │   ├── ChangeRejectedError      an incoming change refused (unknown table or column, bad
+    │   │                            value, payload too large)
+    │   └── ResyncRequiredError      the peer collected tombstones past our checkpoint
+    ├── TaskError                    a workflow task: names the task
+    │   ├── TaskNotFoundError        no task has this id
+    │   ├── TaskConflictError        a submit reuses an id with different content
+    │   ├── TaskStateError           the task's state does not allow the operation
+    │   └── LeaseLostError           the caller does not (or no longer) hold the task's lease
+    └── PinStateError                a pin state backend: names the backend and the CID
+        ├── PinNotFoundError         the CID is not part of the pinset
+        ├── InvalidPinError          a pin (or an export line) that cannot be stored: names the
+        │                            field, and the line number when read from a file
+        └── PinStateUnavailableError the backend cannot be reached (names hosts and timeout)
 
 Each IPFS error has a short ``kind`` (``"not_found"``, ``"timeout"``, ...) used when an error is
 stored as data (for example a token's ``ipfs_error`` column).
@@ -47,6 +62,8 @@ from collections.abc import Iterable
 from typing import ClassVar
 
 __all__ = [
+    "ChangeRejectedError",
+    "ClockDriftError",
     "ConfigError",
     "ContentNotFoundError",
     "ContentTooLargeError",
@@ -56,15 +73,25 @@ __all__ = [
     "IPFSError",
     "IPFSTimeoutError",
     "IPFSUnavailableError",
+    "ImportFailedError",
+    "ImportSchemaError",
+    "ImportSourceError",
     "InvalidCIDError",
     "InvalidDataError",
     "InvalidFilterError",
+    "InvalidPinError",
     "LeaseLostError",
     "NodeDatabaseError",
     "NotAFileError",
     "PayloadTooLargeError",
+    "PinNotFoundError",
+    "PinStateError",
+    "PinStateUnavailableError",
     "PluginError",
     "RecordNotFoundError",
+    "ReplicationAuthError",
+    "ReplicationError",
+    "ResyncRequiredError",
     "RubixError",
     "StoreError",
     "StoreMissingDependency",
@@ -307,3 +334,116 @@ class TaskStateError(TaskError):
 class LeaseLostError(TaskError):
     """The caller acted on a running task whose lease it does not (or no longer) hold: no
     token, another claim's token, or another worker's; nothing was changed."""
+
+
+class PinStateError(RubixError):
+    """A pin state operation failed; ``backend`` names the pin state backend, ``cid`` the pin."""
+
+    kind: ClassVar[str] = "error"
+
+    def __init__(self, message: str, *, backend: str | None = None,
+                 cid: str | None = None) -> None:
+        self.backend = backend
+        self.cid = cid
+        super().__init__(message)
+
+
+class PinNotFoundError(PinStateError, LookupError):
+    """The CID is not part of the pinset (ipfs-cluster's ``state.ErrNotFound``)."""
+
+    kind: ClassVar[str] = "not_found"
+
+
+class InvalidPinError(PinStateError, ValueError):
+    """A pin that cannot be stored: a malformed CID, an unknown type, rmin > rmax, a bad field.
+    ``line`` is the line number when the pin was read from an export file."""
+
+    kind: ClassVar[str] = "invalid"
+
+    def __init__(self, message: str, *, backend: str | None = None, cid: str | None = None,
+                 line: int | None = None) -> None:
+        self.line = line
+        super().__init__(message, backend=backend, cid=cid)
+
+
+class PinStateUnavailableError(PinStateError):
+    """The pin state backend cannot be reached; the message names its hosts and timeout."""
+
+    kind: ClassVar[str] = "unavailable"
+
+
+class ClockDriftError(RubixError, ValueError):
+    """A received stamp runs further ahead of the local clock than the allowed drift."""
+
+    def __init__(self, message: str, *, received: int, local_ms: int, max_drift_ms: int) -> None:
+        super().__init__(message)
+        self.received = received
+        self.local_ms = local_ms
+        self.max_drift_ms = max_drift_ms
+
+
+class ReplicationError(RubixError):
+    """Replication between nodes failed; ``peer`` names the peer (its id or URL), ``kind`` says
+    how (``"unavailable"``, ``"auth"``, ``"rejected"``, ``"resync"``)."""
+
+    kind: ClassVar[str] = "replication"
+
+    def __init__(self, message: str, *, peer: str | None = None) -> None:
+        self.peer = peer
+        super().__init__(message)
+
+
+class PeerUnavailableError(ReplicationError):
+    """A peer did not answer within the timeout after every retry, or answered an error."""
+
+    kind = "unavailable"
+
+
+class ReplicationAuthError(ReplicationError):
+    """A request carried no valid credentials, or its peer's role does not allow it."""
+
+    kind = "auth"
+
+
+class ChangeRejectedError(ReplicationError, ValueError):
+    """An incoming change was refused: unknown table or column, a value of the wrong type, or a
+    payload over the size limit. ``table`` names the table when known."""
+
+    kind = "rejected"
+
+    def __init__(self, message: str, *, peer: str | None = None,
+                 table: str | None = None) -> None:
+        self.table = table
+        super().__init__(message, peer=peer)
+
+
+class ResyncRequiredError(ReplicationError):
+    """The peer collected tombstones newer than our checkpoint: pull everything again."""
+
+    kind = "resync"
+
+
+class ImportFailedError(RubixError):
+    """An import cannot run; ``source`` names the file or service, ``table`` the table."""
+
+    kind: ClassVar[str] = "error"
+
+    def __init__(self, message: str, *, source: str | None = None, table: str | None = None,
+                 kind: str | None = None) -> None:
+        self.source = source
+        self.table = table
+        if kind is not None:
+            self.kind = kind  # type: ignore[misc]
+        super().__init__(message)
+
+
+class ImportSourceError(ImportFailedError):
+    """The source cannot be read: not a SQLite file, malformed JSON, a service that fails."""
+
+    kind = "source"
+
+
+class ImportSchemaError(ImportFailedError, ValueError):
+    """A source column cannot be mapped onto the existing target table."""
+
+    kind = "schema"

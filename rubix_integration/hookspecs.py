@@ -45,9 +45,11 @@ def register_roles() -> Mapping[str, type]:
     Called once, the first time the backend registry is built. Backends registered for a role
     (through :func:`register_backends`) must subclass its base class. The built-in roles are
     ``ipfs`` (:class:`~rubix_integration.IPFSBackend`), ``store``
-    (:class:`~rubix_integration.Store`), ``pin_state`` and ``source`` (any class, until their
-    base classes exist); declaring one of those, or a role another plugin declared, raises
-    :class:`~rubix_integration.errors.PluginError` naming both plugins.
+    (:class:`~rubix_integration.Store`), ``pin_state``
+    (:class:`~rubix_integration.PinStateBackend`) and ``source`` (any class;
+    :class:`~rubix_integration.Source` is the importer's base). Declaring one of those, or a
+    role another plugin declared, raises :class:`~rubix_integration.errors.PluginError` naming
+    both plugins.
     """
 
 
@@ -255,6 +257,6 @@ def register_routes(manager: Host) -> Sequence[Any]:
 
     Called when the host builds its HTTP application. Return Starlette-style ``Route`` or
     ``Mount`` objects (``path``, ``endpoint`` or ``app``, ``methods``); the host mounts them as
-    they are, under the paths they name. The package depends on no web framework: a plugin that
-    returns routes depends on the one it builds them with.
+    they are, under the paths they name. The server of ``rubix-integration serve`` is a
+    Starlette application (a runtime dependency), so plugins can build their routes with it.
     """

@@ -52,6 +52,8 @@ if [ "$want_test" = 1 ]; then
     echo "==> installing the example plugins in $venv"
     "$venv/bin/pip" install -q -e examples/rubix-integration-example-plugin \
         -e examples/rubix-integration-notifier-plugin
+    echo "==> installing the ScyllaDB pin state plugin in $venv"
+    "$venv/bin/pip" install -q -e plugins/rubix-integration-scylla
 else
     echo "==> installing the package in $venv"
     "$venv/bin/pip" install -q -e .

@@ -6,9 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh --test
 echo "==> ruff"
-.venv-test/bin/ruff check rubix_integration tests bench examples
+.venv-test/bin/ruff check rubix_integration tests bench examples plugins
 echo "==> mypy"
-.venv-test/bin/mypy rubix_integration
+.venv-test/bin/mypy rubix_integration plugins/rubix-integration-scylla/rubix_integration_scylla
 
 # the import paths (tomli before 3.11), settings, codecs, plugins and a sync on SQLite, on 3.10
 PY310_TESTS=(tests/test_settings.py tests/test_public_api.py tests/test_codecs.py

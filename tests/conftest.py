@@ -12,6 +12,8 @@ pytest_plugins = [
     "tests.fixtures.stores",
     "tests.fixtures.jsipfs",
     "tests.fixtures.kubo",
+    "tests.fixtures.import_data",
+    "tests.fixtures.import_services",
 ]
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -21,9 +23,10 @@ IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 def _isolated_env(
     monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Path]:
-    """Clear every RUBIX_* variable and point the data/config dirs at a fresh temporary folder."""
+    """Clear every RUBIX_* variable (and the IPFS ones we read) and point the data/config dirs
+    at a fresh temporary folder."""
     for name in list(os.environ):
-        if name.startswith("RUBIX_") or name == "IPFS_PATH":
+        if name.startswith("RUBIX_") or name in ("IPFS_PATH", "IPFS_DATASETS_ENABLED"):
             monkeypatch.delenv(name, raising=False)
     home = tmp_path_factory.mktemp("home")
     monkeypatch.setenv("XDG_DATA_HOME", str(home / "data"))

@@ -174,6 +174,10 @@ def test_concurrent_adds_from_threads(tmp_path: Path) -> None:
 
 
 def test_hook_registers_the_backend() -> None:
-    assert local_module.register_ipfs_backends() == [LocalBackend]
+    from rubix_integration._plugins import Plugins
+
+    assert Plugins(load_plugins=()).ipfs_backends()["local"] is LocalBackend
+    # registered by dotted path through the registry, not by a hook of its own module
+    assert not hasattr(local_module, "register_ipfs_backends")
     assert (LocalBackend.name, LocalBackend.priority, LocalBackend.read_only) == ("local", 90,
                                                                                  False)

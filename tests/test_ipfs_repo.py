@@ -154,7 +154,11 @@ def test_writes_are_refused(kubo: KuboRepo, tmp_path: Path) -> None:
 
 
 def test_hook_registers_the_backend() -> None:
-    assert repo_module.register_ipfs_backends() == [RepoBackend]
+    from rubix_integration._plugins import Plugins
+
+    assert Plugins(load_plugins=()).ipfs_backends()["repo"] is RepoBackend
+    # registered by dotted path through the registry, not by a hook of its own module
+    assert not hasattr(repo_module, "register_ipfs_backends")
     assert (RepoBackend.name, RepoBackend.priority) == ("repo", 10)
 
 

@@ -198,7 +198,7 @@ def test_builtin_roles_and_their_base_classes() -> None:
     roles = Plugins(load_plugins=()).roles()
     assert list(roles)[:4] == ["ipfs", "store", "pin_state", "source"]
     assert roles["ipfs"] is IPFSBackend and roles["store"].__name__ == "Store"
-    assert Plugins(load_plugins=()).backends("pin_state") == {}
+    assert set(Plugins(load_plugins=()).backends("pin_state")) == {"sqlite", "postgresql"}
 
 
 def test_declared_role_gets_its_backends_and_they_show_in_plugin_infos() -> None:
@@ -293,13 +293,22 @@ class Sources:
 
 def test_sources_register_for_the_source_role() -> None:
     plugins = Plugins(load_plugins=(), extra=[Sources()])
-    assert plugins.backends("source") == {"csv": CsvSource}
+    builtin = set(Plugins(load_plugins=()).backends("source"))
+    assert "csv" not in builtin
+    assert plugins.backends("source")["csv"] is CsvSource
+    assert set(plugins.backends("source")) == builtin | {"csv"}
     assert plugins.owner("source", "csv") == "Sources"
 
 
+class WidgetRole:
+    @hookimpl
+    def register_roles(self) -> dict[str, type]:
+        return {"widget": object}
+
+
 def test_manager_hands_out_backends_by_role(tmp_path: Path) -> None:
-    manager = Manager(plugins=[GadgetRole(), Sources()], load_plugins=(), data_dir=tmp_path,
-                      enabled="0")
+    manager = Manager(plugins=[GadgetRole(), Sources(), WidgetRole()], load_plugins=(),
+                      data_dir=tmp_path, enabled="0")
     assert manager.backends("gadget") == {"sprocket": Sprocket}
     assert manager.backend("gadget") is Sprocket  # the only one of its role
     assert manager.backend("source", "csv") is CsvSource
@@ -309,8 +318,11 @@ def test_manager_hands_out_backends_by_role(tmp_path: Path) -> None:
 
     with pytest.raises(ConfigError, match="no gadget backend 'cog' to use; registered: sprocket"):
         manager.backend("gadget", "cog")
-    with pytest.raises(ConfigError, match="no pin_state backend a name to use; registered: none"):
-        manager.backend("pin_state")
+    assert manager.backend("pin_state").__name__ == "SQLitePinState"  # named like the store
+    with pytest.raises(ConfigError, match="no widget backend is registered"):
+        manager.backend("widget")
+    with pytest.raises(ConfigError, match=r"several source backends are registered \(.*csv"):
+        manager.backend("source")
 
 
 # --- tables, lifecycle, routes -------------------------------------------------------------------
@@ -405,8 +417,9 @@ class Routes:
 def test_routes_are_collected_with_the_host(tmp_path: Path) -> None:
     manager = Manager(plugins=[Routes()], load_plugins=(), data_dir=tmp_path, enabled="0")
     routes = manager.plugins.routes(manager)
-    assert [r.path for r in routes] == ["/p2p/ping"]
-    assert routes[0].endpoint(None) == "0"
+    ours = [r for r in routes if isinstance(r, FakeRoute)]
+    assert [r.path for r in ours] == ["/p2p/ping"]
+    assert ours[0].endpoint(None) == "0"
 
 
 def test_hook_specs_type_against_the_host_protocol_not_the_manager() -> None:
@@ -479,3 +492,23 @@ def test_backend_by_dotted_path_is_checked_against_its_role_when_loaded() -> Non
     assert "repo" in plugins.ipfs_backends()  # other roles are not affected
     with pytest.raises(PluginError, match=r"'WrongBase'.*not a named subclass of Store"):
         plugins.stores()
+
+
+def test_a_config_section_named_after_a_source_is_not_warned_about(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``[plugins.strapi]`` belongs to the ``strapi`` source: no "unused settings" warning, while
+    a section nobody owns still gets one."""
+    import warnings
+
+    config = tmp_path / "config.toml"
+    config.write_text('[plugins.strapi]\nurl = "http://127.0.0.1:1"\n\n[plugins.nobody]\nx = 1\n')
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        monkeypatch.setenv("RUBIX_CONFIG_FILE", str(config))
+        manager = Manager(load_plugins=(), data_dir=tmp_path, enabled="0")
+        manager.status()
+    assert "strapi" in manager.plugins.backend_names("source")
+    texts = [str(w.message) for w in caught]
+    assert any("[plugins.nobody]" in t for t in texts)
+    assert not any("[plugins.strapi]" in t for t in texts)

@@ -119,15 +119,15 @@ def test_help_imports_no_heavy_library() -> None:
 
 
 def test_no_capability_package_imports_the_manager() -> None:
-    """Capabilities get what they need handed to them; only the command line sits above the
-    Manager."""
+    """Capabilities get what they need handed to them; only the command line and the datasets
+    facade (the datasets API, built on a Manager) sit above the Manager."""
     import ast
 
     package = ROOT / "rubix_integration"
     manager_names = {f"rubix_integration.{n}" for n in ("_manager", "Manager", "connect")}
     offenders = []
     for sub in sorted(p for p in package.iterdir() if (p / "__init__.py").exists()):
-        if sub.name == "cli":
+        if sub.name in ("cli", "datasets"):
             continue
         for path in sorted(sub.rglob("*.py")):
             for node in ast.walk(ast.parse(path.read_text())):

@@ -60,8 +60,14 @@ def test_all_is_sorted_and_complete() -> None:
 
 
 def test_hooks_register_the_builtin_stores() -> None:
-    assert sqlite_module.register_stores() == [SQLiteStore]
-    assert pg_module.register_stores() == [PostgreSQLStore]
+    from rubix_integration._plugins import Plugins
+
+    stores = Plugins(load_plugins=()).stores()
+    assert stores["sqlite"] is SQLiteStore
+    assert stores["postgresql"] is PostgreSQLStore
+    # registered by dotted path through the registry, not by hooks of their own modules
+    assert not hasattr(sqlite_module, "register_stores")
+    assert not hasattr(pg_module, "register_stores")
 
 
 def test_schemes_and_url_normalisation() -> None:

@@ -21,7 +21,10 @@ from rubix_integration import __version__
 from rubix_integration._plugins import Plugins
 from rubix_integration._settings import resolve_settings
 from rubix_integration.cli._common import Group, configure_warnings
+from rubix_integration.cli._import import import_
 from rubix_integration.cli._ipfs import ipfs
+from rubix_integration.cli._pins import pins
+from rubix_integration.cli._serve import serve
 from rubix_integration.cli._status import plugins, status
 from rubix_integration.cli._sync import demo, report, sync
 from rubix_integration.cli._tasks import tasks
@@ -41,7 +44,7 @@ def cli() -> None:
     """
 
 
-for _command in (status, plugins, ipfs, sync, report, demo, tasks):
+for _command in (status, plugins, ipfs, sync, report, demo, tasks, import_, serve, pins):
     cli.add_command(_command)
 
 

@@ -31,7 +31,6 @@ from rubix_integration.errors import (
     NotAFileError,
     UnsupportedOperationError,
 )
-from rubix_integration.hookspecs import hookimpl
 from rubix_integration.ipfs.base import (
     AddedEntry,
     AddResult,
@@ -424,8 +423,3 @@ def _last_cid(out: bytes, backend: str, path: str | None) -> str:
     if not lines:
         raise IPFSError(f"{backend}: add printed no CID", backend=backend, path=path)
     return str(parse_cid(lines[-1]))
-
-
-@hookimpl
-def register_ipfs_backends() -> list[type[IPFSBackend]]:
-    return [CLIBackend]

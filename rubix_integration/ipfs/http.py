@@ -31,7 +31,6 @@ from rubix_integration.errors import (
     NotAFileError,
     UnsupportedOperationError,
 )
-from rubix_integration.hookspecs import hookimpl
 from rubix_integration.ipfs._rpc import (
     CLIENT_GRACE,
     RPC,
@@ -496,8 +495,3 @@ def _multipart(parts: Iterable[tuple[str, bytes | Path | None]],
                     yield chunk
         yield b"\r\n"
     yield f"--{boundary}--\r\n".encode()
-
-
-@hookimpl
-def register_ipfs_backends() -> list[type[IPFSBackend]]:
-    return [HTTPBackend]

@@ -47,7 +47,6 @@ from rubix_integration.errors import (
     IPFSUnavailableError,
     UnsupportedOperationError,
 )
-from rubix_integration.hookspecs import hookimpl
 from rubix_integration.ipfs._dag import DagBackend, DagReader
 from rubix_integration.ipfs._flatfs import DEFAULT_SHARD_FUNC, FlatFS
 from rubix_integration.ipfs.base import (
@@ -384,8 +383,3 @@ def _likely_cid(stored: CID, block: bytes) -> CID:
         except CorruptBlockError:
             pass
     return CID(1, RAW, stored.multihash)
-
-
-@hookimpl
-def register_ipfs_backends() -> list[type[IPFSBackend]]:
-    return [LocalBackend]

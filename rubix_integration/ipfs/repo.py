@@ -14,12 +14,10 @@ from typing import Any
 
 from rubix_integration.codecs import parse_cid
 from rubix_integration.errors import IPFSUnavailableError
-from rubix_integration.hookspecs import hookimpl
 from rubix_integration.ipfs._dag import DagBackend, DagReader
 from rubix_integration.ipfs._flatfs import SHARDING_FILES, FlatFS, read_shard_func
 from rubix_integration.ipfs.base import (
     Health,
-    IPFSBackend,
     IPFSContext,
     IPFSDetection,
 )
@@ -135,8 +133,3 @@ class RepoBackend(DagBackend):
         if not ok:
             return Health(False, f"{self._store.root} is no longer a flatfs folder")
         return Health(True, f"reading blocks from {self._store.root}")
-
-
-@hookimpl
-def register_ipfs_backends() -> list[type[IPFSBackend]]:
-    return [RepoBackend]

@@ -19,12 +19,11 @@ from sqlalchemy.engine import Connection, Engine
 
 from rubix_integration._settings import mask_url
 from rubix_integration.errors import UnknownStoreError
-from rubix_integration.hookspecs import hookimpl
 from rubix_integration.stores import _json
 from rubix_integration.stores.base import Store, url_scheme
 from rubix_integration.stores.primitives import PRIMITIVES
 
-__all__ = ["PostgreSQLStore", "register_stores"]
+__all__ = ["PostgreSQLStore"]
 
 CONNECT_TIMEOUT_S = 5
 # a fixed key: every process creating this package's schema takes the same lock
@@ -287,9 +286,3 @@ def _json_text(none: str | None) -> Callable[[Any], Any]:
         return none if value is None else json.dumps(value)
 
     return convert
-
-
-@hookimpl
-def register_stores() -> list[type[Store]]:
-    """Register :class:`PostgreSQLStore`."""
-    return [PostgreSQLStore]

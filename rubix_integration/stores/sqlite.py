@@ -21,12 +21,11 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 
 from rubix_integration.errors import StoreError, StoreUnavailableError
-from rubix_integration.hookspecs import hookimpl
 from rubix_integration.stores import _json
 from rubix_integration.stores.base import Store
 from rubix_integration.stores.primitives import PRIMITIVES, UPSERT_BATCH
 
-__all__ = ["SQLiteStore", "register_stores"]
+__all__ = ["SQLiteStore"]
 
 _BEGIN_OPTION = "rubix_sqlite_begin"
 _BUSY_TIMEOUT_S = 30.0
@@ -171,6 +170,20 @@ class SQLiteStore(Store):
                 update: list[str], rows: list[Mapping[str, Any]]) -> int:
         from sqlalchemy.dialects.sqlite import insert
 
+        if len(rows) > UPSERT_BATCH:
+            # one single-row statement run by executemany: compiled once (and cached), where a
+            # multi-row VALUES statement is compiled again for every batch; the driver sums the
+            # rows each execution changed, so the count is the same
+            one = insert(table)
+            if update:
+                stmt_many = one.on_conflict_do_update(
+                    index_elements=keys,
+                    set_={c: one.excluded[c] for c in update},
+                    where=sa.or_(*(table.c[c].is_distinct_from(one.excluded[c])
+                                   for c in update)))
+            else:
+                stmt_many = one.on_conflict_do_nothing(index_elements=keys)
+            return max(0, conn.execute(stmt_many, rows).rowcount)
         count = 0
         for start in range(0, len(rows), UPSERT_BATCH):
             stmt = insert(table).values(list(rows[start:start + UPSERT_BATCH]))
@@ -289,9 +302,3 @@ def _enable_wal(cursor: Any) -> None:
 def _on_begin(conn: Connection) -> None:
     mode = conn.get_execution_options().get(_BEGIN_OPTION, "DEFERRED")
     conn.exec_driver_sql(f"BEGIN {'IMMEDIATE' if mode == 'IMMEDIATE' else 'DEFERRED'}")
-
-
-@hookimpl
-def register_stores() -> list[type[Store]]:
-    """Register :class:`SQLiteStore`."""
-    return [SQLiteStore]
