@@ -35,8 +35,8 @@ class HTTPStatusError(Exception):
 
 class JSONClient:
     """GET/POST JSON with a timeout per request and up to ``retries`` retries on timeouts,
-    connection errors, 429 and 5xx (waiting ``Retry-After`` or ``backoff`` doubling); never
-    two requests closer than ``min_interval`` seconds, retries included."""
+    connection errors, 429 and 5xx (waiting ``Retry-After`` or ``backoff`` doubling); a request
+    starts at least ``min_interval`` seconds after the previous one ended, retries included."""
 
     def __init__(self, source: str, *, timeout: float = 10.0, retries: int = 3,
                  backoff: float = 1.0, min_interval: float = 0.0) -> None:
@@ -65,8 +65,13 @@ class JSONClient:
             self._last = time.monotonic()
             self.requests += 1
             try:
-                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                    raw = resp.read()
+                try:
+                    with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                        raw = resp.read()
+                finally:
+                    # the interval runs from the end of an exchange: the service sees requests
+                    # at least ``min_interval`` apart however late each one reached it
+                    self._last = time.monotonic()
             except urllib.error.HTTPError as exc:
                 if exc.code not in RETRY_STATUSES:
                     raise HTTPStatusError(exc.code, _safe(url)) from None
