@@ -1,15 +1,24 @@
 """Pin state rates: batched ``add``, streaming ``list``, ``get`` latency, and peak memory of
 listing a large state, each next to a bare driver baseline of the same rows in the same run.
 
-Run: ``.venv-test/bin/python bench/bench_pins.py [--pins 200000] [--large 1000000]
-[--pg-url URL] [--skip-large]``. SQLite runs in a temporary folder; PostgreSQL in a database
-created for the run and dropped afterwards (skipped when the server does not answer). The large
-listing runs in a child process, which reports its own peak RSS. Prints figures; not a test.
+Run: ``.venv-test/bin/python bench/bench_pins.py [--pins 200000] [--batch 5000] [--rounds 3]
+[--large 1000000] [--pg-url URL] [--skip-pg] [--skip-large]``. SQLite runs in a temporary
+folder; PostgreSQL in a database created for the run and dropped afterwards (skipped when the
+server does not answer). The large listing runs in a child process, which reports its own peak
+RSS. Prints figures; not a test.
+
+The baselines write the same rows the pin state writes: every column of the ``pins`` table
+(replication columns included) into a copy of it with the same primary key and indexes, by the
+bare driver (sqlite3 ``executemany``, psycopg ``COPY``), one transaction per batch. On SQLite the
+embedded add runs in rounds, each alternating baseline and pin state into fresh files, so that
+a machine whose load changes affects both, and the CPU seconds of each (SQLite runs in this
+process) are printed beside the wall-clock rates: the steadier figure on a loaded machine.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import random
@@ -26,8 +35,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import sqlalchemy as sa
+
 from rubix_integration.codecs import CID, RAW, SHA2_256, encode_multihash
 from rubix_integration.pins import Pin, PinState, open_pin_state
+from rubix_integration.pins.models import PIN_COLUMNS, PIN_TABLE
 
 PEER = "12D3KooWArSKMUUeLk3z2m5LKyb9wGyFL1BtWCT7Gq7Apoo77PUR"
 BATCH = 5000
@@ -42,17 +54,25 @@ def make_pins(count: int, offset: int = 0) -> list[Pin]:
                 timestamp="2024-01-15T10:30:45.123456789Z") for n in range(count)]
 
 
-def rate(label: str, count: int, seconds: float, baseline: float | None = None) -> float:
+def rate(label: str, count: int, seconds: float, baseline: float | None = None, *,
+         cpu: float | None = None) -> float:
     per_s = count / seconds
     extra = f"   ({per_s / baseline:5.2f}x the baseline)" if baseline else ""
-    print(f"  {label:<44} {count:>9,} in {seconds:6.2f} s = {per_s:>10,.0f}/s{extra}")
+    used = f", cpu {cpu:5.2f} s" if cpu is not None else ""
+    print(f"  {label:<44} {count:>9,} in {seconds:6.2f} s{used} = {per_s:>10,.0f}/s{extra}")
     return per_s
 
 
 def timed(action: Callable[[], object]) -> float:
-    start = time.perf_counter()
+    return clocked(action)[0]
+
+
+def clocked(action: Callable[[], object]) -> tuple[float, float]:
+    """Wall-clock and CPU seconds of ``action`` (CPU time of this process: SQLite runs in it,
+    so on a loaded machine this is the steadier figure of the work done)."""
+    start, cpu = time.perf_counter(), time.process_time()
     action()
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu
 
 
 def add_all(state: PinState, pins: list[Pin]) -> None:
@@ -61,59 +81,129 @@ def add_all(state: PinState, pins: list[Pin]) -> None:
             batch.add(pin)
 
 
+#: Columns of the baseline table, in the order of its rows: the pin columns, then the
+#: replication columns the store sets (the same row the pin state writes).
+BARE_COLUMNS = (*PIN_COLUMNS, "origin_node", "change_version", "deleted_at")
+NODE = "00000000-0000-4000-8000-000000000000"
+
+
 def plain_rows(pins: list[Pin]) -> list[tuple[Any, ...]]:
+    """The rows the pin state writes for ``pins``, every column, as the driver takes them."""
     return [(p.cid, 1, ",".join(p.allocations), p.max_depth, p.reference, p.timestamp, 0, 0,
-             p.name, 0, "", p.expire_at, None, None, "") for p in pins]
+             p.name, 0, "", p.expire_at, None, None, "", NODE, version, None)
+            for version, p in enumerate(pins, start=1)]
 
 
-PLAIN = ("CREATE TABLE plain_pins (cid TEXT PRIMARY KEY, pin_type INT, allocations TEXT, "
-         "max_depth INT, reference TEXT, ts TEXT, rmin INT, rmax INT, name TEXT, shard BIGINT, "
-         "user_allocations TEXT, expire_at TEXT, meta TEXT, pin_update TEXT, origins TEXT)")
+def bare_table(metadata: sa.MetaData) -> sa.Table:
+    """A copy of the ``pins`` table named ``plain_pins``: the same columns, types, primary key
+    and indexes (renamed, for PostgreSQL, whose index names share the schema)."""
+    table = sa.Table("plain_pins", metadata, *(
+        sa.Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+        for c in PIN_TABLE.columns))
+    for index in PIN_TABLE.indexes:
+        sa.Index(f"plain_{index.name}", *(table.c[c.name] for c in index.columns))
+    return table
 
 
-def bench_sqlite(folder: Path, count: int) -> None:
-    print(f"embedded (SQLite {sqlite3.sqlite_version}), {count:,} pins, batches of {BATCH:,}")
-    pins = make_pins(count)
-    rows = plain_rows(pins)
-    raw = sqlite3.connect(folder / "plain.sqlite")
+def bare_ddl(dialect: sa.engine.Dialect) -> list[str]:
+    """``CREATE TABLE`` and ``CREATE INDEX`` of :func:`bare_table` in ``dialect``."""
+    table = bare_table(sa.MetaData())
+    return [str(sa.schema.CreateTable(table).compile(dialect=dialect)),
+            *(str(sa.schema.CreateIndex(i).compile(dialect=dialect)) for i in table.indexes)]
+
+
+def narrow_ddl() -> str:
+    """The earlier reference: pin columns only, no replication columns, no secondary index."""
+    return ("CREATE TABLE narrow_pins (cid TEXT PRIMARY KEY, pin_type INT, allocations TEXT, "
+            "max_depth INT, reference TEXT, ts TEXT, rmin INT, rmax INT, name TEXT, "
+            "shard BIGINT, user_allocations TEXT, expire_at TEXT, meta TEXT, pin_update TEXT, "
+            "origins TEXT)")
+
+
+def bare_sqlite(path: Path) -> sqlite3.Connection:
+    """A sqlite3 connection set up as the store sets up its own (WAL, ``synchronous=NORMAL``,
+    driver transactions off), holding the baseline tables."""
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+
+    raw = sqlite3.connect(path, isolation_level=None)
     raw.execute("PRAGMA journal_mode=WAL")
     raw.execute("PRAGMA synchronous=NORMAL")
-    raw.execute(PLAIN)
+    for statement in (*bare_ddl(sqlite_dialect.dialect()), narrow_ddl()):
+        raw.execute(statement)
+    return raw
 
-    def bare_insert() -> None:
-        for start in range(0, len(rows), BATCH):
-            raw.executemany(f"INSERT INTO plain_pins VALUES ({','.join('?' * 15)})",
-                            rows[start:start + BATCH])
-            raw.commit()
 
-    base = rate("baseline: sqlite3 executemany", count, timed(bare_insert))
-    with open_pin_state(f"sqlite:///{folder / 'pins.sqlite'}", data_dir=folder) as state:
-        assert isinstance(state, PinState)
-        rate("PinState batched add (validate+stamp+upsert)", count,
-             timed(lambda: add_all(state, pins)), base)
+def bare_insert(raw: sqlite3.Connection, table: str, rows: list[tuple[Any, ...]]) -> None:
+    """``rows`` into ``table`` by executemany, one transaction per batch."""
+    marks = ",".join("?" * len(rows[0]))
+    for start in range(0, len(rows), BATCH):
+        raw.execute("BEGIN IMMEDIATE")
+        raw.executemany(f"INSERT INTO {table} VALUES ({marks})", rows[start:start + BATCH])
+        raw.execute("COMMIT")
 
-        def bare_list() -> None:
-            cur = raw.execute("SELECT * FROM plain_pins ORDER BY cid")
-            while cur.fetchmany(5000):
-                pass
 
-        base = rate("baseline: sqlite3 SELECT + fetchmany", count, timed(bare_list))
-        listed = [0]
+def bench_sqlite(folder: Path, count: int, rounds: int) -> None:
+    print(f"embedded (SQLite {sqlite3.sqlite_version}), {count:,} pins, batches of {BATCH:,}, "
+          f"{rounds} round(s), each into fresh files")
+    pins = make_pins(count)
+    rows = plain_rows(pins)
+    narrow = [r[:15] for r in rows]
+    target = f"plain_pins ({','.join(BARE_COLUMNS)})"
+    mine: list[float] = []
+    bare: list[float] = []
+    cpu: dict[str, list[float]] = {"mine": [], "bare": []}
+    for n in range(rounds):
+        print(f" round {n + 1}")
+        raw = bare_sqlite(folder / f"plain-{n}.sqlite")
+        wall, used = clocked(functools.partial(bare_insert, raw, target, rows))
+        base = rate("baseline: sqlite3 executemany, same table+rows", count, wall, cpu=used)
+        bare.append(base)
+        cpu["bare"].append(used)
+        wall, used = clocked(functools.partial(bare_insert, raw, "narrow_pins", narrow))
+        rate("reference: narrow table (pin columns, PK only)", count, wall, base, cpu=used)
+        with open_pin_state(f"sqlite:///{folder / f'pins-{n}.sqlite'}",
+                            data_dir=folder) as state:
+            assert isinstance(state, PinState)
+            wall, used = clocked(functools.partial(add_all, state, pins))
+            mine.append(rate("PinState batched add (validate+stamp+upsert)", count, wall, base,
+                             cpu=used))
+            cpu["mine"].append(used)
+            if n == rounds - 1:
+                list_rates(state, raw, count)
+                latency(state, raw, pins, "?")
+        raw.close()
+    print(f"  add, median of {rounds}: {statistics.median(mine):,.0f}/s against a baseline of "
+          f"{statistics.median(bare):,.0f}/s (ratio of medians "
+          f"{statistics.median(mine) / statistics.median(bare):.2f}; per round "
+          f"{', '.join(f'{m / b:.2f}' for m, b in zip(mine, bare, strict=True))})")
+    print(f"  add, CPU seconds (median): pin state {statistics.median(cpu['mine']):.2f}, "
+          f"baseline {statistics.median(cpu['bare']):.2f} (ratio "
+          f"{statistics.median(cpu['bare']) / statistics.median(cpu['mine']):.2f})")
 
-        def pin_list() -> None:
-            listed[0] = sum(1 for _ in state.list())
 
-        rate("PinState.list() (Pin objects)", count, timed(pin_list), base)
-        assert listed[0] == count
-        latency(state, raw, pins, "?")
-    raw.close()
+def list_rates(state: PinState, raw: sqlite3.Connection, count: int) -> None:
+    def bare_list() -> None:
+        cur = raw.execute(f"SELECT {','.join(PIN_COLUMNS)} FROM plain_pins "
+                          "WHERE deleted_at IS NULL ORDER BY cid")
+        while cur.fetchmany(5000):
+            pass
+
+    base = rate("baseline: sqlite3 SELECT + fetchmany", count, timed(bare_list))
+    listed = [0]
+
+    def pin_list() -> None:
+        listed[0] = sum(1 for _ in state.list())
+
+    rate("PinState.list() (Pin objects)", count, timed(pin_list), base)
+    assert listed[0] == count
 
 
 def latency(state: PinState, raw: Any, pins: list[Pin], mark: str) -> None:
     sample = random.Random(7).sample(pins, min(2000, len(pins)))
     mine: list[float] = []
     bare: list[float] = []
-    query = f"SELECT * FROM plain_pins WHERE cid = {mark}"
+    query = (f"SELECT {','.join(PIN_COLUMNS)} FROM plain_pins WHERE cid = {mark} "
+             "AND deleted_at IS NULL")
     for pin in sample:
         start = time.perf_counter()
         state.get(pin.cid)
@@ -162,17 +252,19 @@ def bench_postgresql(folder: Path, server: str, count: int) -> None:
             version = raw.execute("SHOW server_version").fetchone()
             print(f"PostgreSQL {version[0] if version else '?'}, {count:,} pins, batches of "
                   f"{BATCH:,}")
-            raw.execute(PLAIN)
+            for statement in bare_ddl(sa.engine.make_url(url).get_dialect()()):
+                raw.execute(statement)
             raw.commit()
 
             def bare_copy() -> None:
                 for start in range(0, len(rows), BATCH):
-                    with raw.cursor() as cur, cur.copy("COPY plain_pins FROM STDIN") as copy:
+                    with raw.cursor() as cur, cur.copy(
+                            f"COPY plain_pins ({','.join(BARE_COLUMNS)}) FROM STDIN") as copy:
                         for row in rows[start:start + BATCH]:
                             copy.write_row(row)
                     raw.commit()
 
-            base = rate("baseline: psycopg COPY", count, timed(bare_copy))
+            base = rate("baseline: psycopg COPY, same table+rows", count, timed(bare_copy))
             with open_pin_state(url, data_dir=folder) as state:
                 assert isinstance(state, PinState)
                 rate("PinState batched add (validate+stamp+upsert)", count,
@@ -181,7 +273,8 @@ def bench_postgresql(folder: Path, server: str, count: int) -> None:
                 def bare_list() -> None:
                     with raw.cursor(name="bench") as cur:
                         cur.itersize = 5000
-                        cur.execute("SELECT * FROM plain_pins ORDER BY cid")
+                        cur.execute(f"SELECT {','.join(PIN_COLUMNS)} FROM plain_pins "
+                                    "WHERE deleted_at IS NULL ORDER BY cid")
                         for _ in cur:
                             pass
                     raw.commit()
@@ -273,18 +366,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pins", type=int, default=200_000)
     parser.add_argument("--large", type=int, default=1_000_000)
+    parser.add_argument("--batch", type=int, default=5000,
+                        help="pins per commit, for the pin state and the baselines alike")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="embedded add rounds (baseline and pin state alternate)")
+    parser.add_argument("--skip-pg", action="store_true", help="no PostgreSQL figures")
     parser.add_argument("--skip-large", action="store_true")
     parser.add_argument("--skip-small", action="store_true",
                         help="only the large listing and the killed migration")
     parser.add_argument("--skip-migrate", action="store_true")
     parser.add_argument("--pg-url", default="postgresql+psycopg://postgres@127.0.0.1:5432/postgres")
     args = parser.parse_args()
+    global BATCH
+    BATCH = args.batch
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in __import__('os').getloadavg())}")
     with tempfile.TemporaryDirectory(prefix="bench-pins-") as tmp:
         folder = Path(tmp)
         if not args.skip_small:
-            bench_sqlite(folder, args.pins)
-            bench_postgresql(folder, args.pg_url, args.pins)
+            bench_sqlite(folder, args.pins, args.rounds)
+            if not args.skip_pg:
+                bench_postgresql(folder, args.pg_url, args.pins)
         if not args.skip_large:
             bench_large(folder, args.large)
             if not args.skip_migrate:

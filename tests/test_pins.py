@@ -164,15 +164,15 @@ def test_a_failed_commit_writes_nothing_and_keeps_the_batch(
         pin_state: PinState, monkeypatch: pytest.MonkeyPatch) -> None:
     store = pin_state.store
     pin_state.add(full_pin(0))
-    real = type(store).upsert
+    real = type(store).upsert_stamped
     calls = {"n": 0}
 
-    def failing(self: Any, table: sa.Table, rows: Any, **kw: Any) -> int:
+    def failing(self: Any, table: sa.Table, names: Any, rows: Any, **kw: Any) -> int:
         calls["n"] += 1
-        real(self, table, rows, **kw)  # rows written in the transaction, then a failure
+        real(self, table, names, rows, **kw)  # rows written in the transaction, then a failure
         raise StoreError("disk on fire")
 
-    monkeypatch.setattr(type(store), "upsert", failing)
+    monkeypatch.setattr(type(store), "upsert_stamped", failing)
     batch = pin_state.batch(max_batch_size=100, max_batch_age=60)
     for n in range(1, 6):
         batch.add(full_pin(n))
@@ -182,7 +182,7 @@ def test_a_failed_commit_writes_nothing_and_keeps_the_batch(
     assert calls["n"] == 1
     assert [p.cid for p in pin_state.list()] == [full_pin(0).cid]  # rolled back, all of it
     assert batch.pending == 6
-    monkeypatch.setattr(type(store), "upsert", real)
+    monkeypatch.setattr(type(store), "upsert_stamped", real)
     assert batch.commit() == 6
     assert pin_state.count() == 5 and not pin_state.has(full_pin(0).cid)
 
@@ -379,3 +379,233 @@ def test_the_server_exposes_the_metrics(store_url: str, tmp_path: Path) -> None:
         assert answer.headers["content-type"].startswith("text/plain")
         name = manager.pins.name
         assert f'rubix_pin_state_pins{{backend="{name}"}} 2.0' in answer.text
+
+
+# --- the fast paths of a bulk add ----------------------------------------------------------------
+
+
+def _every_cid_shape(rng: Any) -> list[str]:
+    """A CIDv1 of every codec and hash function the parser accepts, random digests."""
+    from rubix_integration.codecs import CID, encode_multihash, multihash_digest
+    from rubix_integration.codecs._cid import CODEC_NAMES, HASH_NAMES, IDENTITY, decode_multihash
+
+    out = []
+    for codec in CODEC_NAMES:
+        for code in HASH_NAMES:
+            size = len(decode_multihash(multihash_digest(b"", code))[1])
+            for _ in range(3):
+                digest = bytes(rng.randrange(256) for _ in range(size))
+                out.append(str(CID(1, codec, encode_multihash(code if code != IDENTITY else
+                                                                  IDENTITY, digest))))
+    return out
+
+
+def test_the_cid_shape_check_accepts_exactly_what_the_parser_accepts_unchanged() -> None:
+    import random
+
+    from rubix_integration.codecs import parse_cid
+    from rubix_integration.pins._pin import _canonical_cid, _fits_shape
+
+    def parsed(text: str) -> str | None:
+        try:
+            return str(parse_cid(text))
+        except ValueError:
+            return None
+
+    rng = random.Random(11)
+    valid = _every_cid_shape(rng)
+    identity = [t for t in valid if parse_cid(t).hash_code == 0]
+    assert identity and all(not _fits_shape(t) for t in identity)  # left to the parser
+    assert all(_fits_shape(t) for t in valid if t not in identity)
+    alphabet = "abcdefghijklmnopqrstuvwxyz234567ABZ0189=-_ \n"
+    seen = {True: 0, False: 0}
+    for text in valid:
+        for _ in range(40):
+            cut = rng.randrange(1, len(text))
+            broken = rng.choice([
+                text[:cut] + rng.choice(alphabet) + text[cut + 1:],  # one character changed
+                text[:cut],  # cut short
+                text + rng.choice(alphabet),  # one too many
+                text[:-1] + rng.choice(alphabet),  # the last character (spare bits)
+                text[0] + text[1:].upper(),
+            ])
+            expected = parsed(broken)
+            fits = _fits_shape(broken)
+            seen[fits] += 1
+            if fits:
+                assert expected == broken
+            if expected is None:
+                with pytest.raises(InvalidPinError):
+                    _canonical_cid(broken, "cid", None)
+            else:
+                assert _canonical_cid(broken, "cid", None) == expected
+    assert seen[True] > 100 and seen[False] > 100  # both sides of the check were exercised
+    for other in (None, 5, b"bafy", "", "b", "Qm" + "1" * 44):
+        assert not _fits_shape(other)  # type: ignore[arg-type]
+
+
+def _odd_pins() -> list[Pin]:
+    """Pins that each differ from a plain one in a field, beyond the quick check: wrong, not
+    canonical, or valid in a form it leaves to the full check (a version 0 CID)."""
+    from dataclasses import replace
+    from datetime import datetime, timezone
+
+    plain = Pin(cid=contract_cid(1), name="p", allocations=("peerA",),
+                timestamp="2024-01-15T10:30:45.123456789Z")
+    v0 = "QmYwAPJzv5CZsnA625s3Xf2nemtYgPpHdWEz79ojWnPbdG"
+    changes: list[dict[str, Any]] = [
+        {"cid": v0}, {"cid": contract_cid(1).upper()}, {"cid": contract_cid(1) + "\n"},
+        {"cid": ""}, {"cid": 7}, {"cid": contract_cid(1)[:-1] + "b"},
+        {"type": "nope"}, {"type": ["pin"]}, {"max_depth": True}, {"max_depth": -2},
+        {"max_depth": 1.0}, {"replication_factor_min": 3, "replication_factor_max": 2},
+        {"replication_factor_min": -1, "replication_factor_max": 2},
+        {"replication_factor_min": -2}, {"shard_size": -1}, {"name": 5},
+        {"metadata": {"a": 1}}, {"metadata": [("a", "b")]}, {"metadata": {1: "a"}},
+        {"reference": v0}, {"reference": ""}, {"reference": "junk"}, {"pin_update": v0},
+        {"timestamp": "2024-01-15T12:30:45+02:00"}, {"timestamp": "2024-01-15T10:30:45Z\n"},
+        {"timestamp": "\uff12\uff10\uff12\uff14-01-15T10:30:45Z"},  # full-width digits
+        {"timestamp": "yesterday"},
+        {"timestamp": datetime(2024, 1, 15, tzinfo=timezone.utc)}, {"timestamp": ""},
+        {"expire_at": None}, {"expire_at": "2030-06-01T00:00:00.5-01:00"},
+        {"allocations": ["peerA"]}, {"allocations": ("a,b",)}, {"allocations": ("",)},
+        {"allocations": "peerA"}, {"allocations": ("peerA", 5)}, {"user_allocations": ("a", "")},
+        {"origins": (",",)},
+    ]
+    return [replace(plain, **change) for change in changes]
+
+
+def test_the_quick_pin_check_never_passes_what_the_full_check_would_change_or_refuse() -> None:
+    from rubix_integration.pins._pin import _is_canonical
+
+    usual = [Pin(cid=contract_cid(n), name=f"p{n}", allocations=("peerA", "peerB"),
+                 timestamp="2024-01-15T10:30:45.123456789Z") for n in range(5)]
+    usual += [full_pin(n) for n in range(5)]
+    usual.append(Pin(cid=contract_cid(9)))
+    for pin in usual:
+        assert _is_canonical(pin)  # the quick path takes the usual pin ...
+        assert pin._checked() is pin and pin.validated() is pin  # ... and agrees
+    for pin in _odd_pins():
+        assert not _is_canonical(pin), pin
+        try:
+            checked = pin._checked()
+        except (InvalidPinError, TypeError) as exc:
+            with pytest.raises(type(exc)):
+                pin.validated()
+        else:
+            assert pin.validated() == checked
+
+
+def test_a_batch_of_odd_pins_is_stored_as_validation_makes_them(pin_state: PinState) -> None:
+    good = []
+    for pin in _odd_pins():
+        try:
+            good.append(pin.validated())
+        except (InvalidPinError, TypeError):
+            with pytest.raises((InvalidPinError, TypeError)):
+                pin_state.batch().add(pin)
+    assert len(good) >= 8
+    with pin_state.batch(max_batch_size=3) as batch:
+        for pin in good:
+            batch.add(pin)
+    # pins of the same CID: the last one written wins
+    last = {p.cid: p for p in good}
+    assert {p.cid: p for p in pin_state.list()} == last
+
+
+def _pin_rows(store: Any) -> dict[str, tuple[Any, ...]]:
+    with store.connect() as conn:
+        return {r.cid: tuple(r) for r in conn.execute(sa.select(PIN_TABLE)).all()}
+
+
+def test_upsert_stamped_writes_what_stamp_and_upsert_write(pin_state: PinState) -> None:
+    from datetime import datetime, timezone
+
+    from rubix_integration.pins._sql import _LIVE, _to_row
+    from rubix_integration.pins.models import PIN_COLUMNS
+
+    store = pin_state.store
+    pins = [full_pin(n) for n in range(4)] + [Pin(cid=contract_cid(n)) for n in range(4, 8)]
+    pin_state.add(pins[0])
+    pin_state.rm(pins[0].cid)  # a tombstone, brought back below
+    before = _pin_rows(store)[pins[0].cid]
+    with store.transaction() as conn:
+        assert store.upsert_stamped(PIN_TABLE, PIN_COLUMNS, [_to_row(p) for p in pins],
+                                    connection=conn, values=_LIVE) == len(pins)
+    rows = _pin_rows(store)
+    versions = [rows[p.cid][PIN_TABLE.c.keys().index("change_version")] for p in pins]
+    assert versions == sorted(set(versions)) and versions[0] > before[1]
+    assert {r[0] for r in rows.values()} == {store.node_id}  # origin_node
+    assert all(r[2] is None for r in rows.values())  # deleted_at: none is a tombstone
+    assert [pin_state.get(p.cid) for p in pins] == pins
+    # lists are taken as rows too; a fixed value of a converted type is converted
+    gone = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    with store.transaction() as conn:
+        assert store.upsert_stamped(PIN_TABLE, PIN_COLUMNS, [list(_to_row(pins[1]))],  # type: ignore[list-item]
+                                    connection=conn, values={"deleted_at": gone}) == 1
+        assert store.upsert_stamped(PIN_TABLE, PIN_COLUMNS, [], connection=conn) == 0
+    assert not pin_state.has(pins[1].cid)
+    with store.connect() as conn:
+        stored = conn.execute(sa.select(PIN_TABLE.c.deleted_at).where(
+            PIN_TABLE.c.cid == pins[1].cid)).scalar_one()
+    assert stored == gone
+
+
+def test_upsert_stamped_converts_values_of_columns_that_need_it(pin_state: PinState) -> None:
+    from datetime import datetime, timezone
+
+    from rubix_integration.pins._sql import _to_row
+    from rubix_integration.pins.models import PIN_COLUMNS
+
+    store = pin_state.store
+    gone = datetime(2025, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    with store.transaction() as conn:  # deleted_at among the row's columns: the general path
+        store.upsert_stamped(PIN_TABLE, (*PIN_COLUMNS, "deleted_at"),
+                             [(*_to_row(full_pin(1)), gone), (*_to_row(full_pin(2)), None)],
+                             connection=conn)
+    assert [p.cid for p in pin_state.list()] == [full_pin(2).cid]
+    with store.connect() as conn:
+        assert conn.execute(sa.select(PIN_TABLE.c.deleted_at).where(
+            PIN_TABLE.c.cid == full_pin(1).cid)).scalar_one() == gone
+
+
+def test_upsert_stamped_refuses_what_the_store_must_set_or_cannot_key(
+        pin_state: PinState) -> None:
+    from rubix_integration.pins._sql import _to_row
+    from rubix_integration.pins.models import PIN_COLUMNS
+    from rubix_integration.stores.models import META_TABLE
+
+    store = pin_state.store
+    row = _to_row(full_pin(1))
+    with store.transaction() as conn:
+        for names, values, match in [
+                ((*PIN_COLUMNS, "origin_node"), None, "without origin_node"),
+                (PIN_COLUMNS, {"change_version": 5}, "without origin_node"),
+                ((*PIN_COLUMNS, "colour"), None, "unknown column.*colour"),
+                (PIN_COLUMNS[1:], None, "key column.*cid"),
+                ((*PIN_COLUMNS, "name"), None, "once")]:
+            with pytest.raises(StoreError, match=match):
+                store.upsert_stamped(PIN_TABLE, names, [row], connection=conn, values=values)
+        with pytest.raises(StoreError, match="must be replicated"):
+            store.upsert_stamped(META_TABLE, ("key", "value"), [("k", "v")], connection=conn)
+        with pytest.raises(ValueError):
+            store.upsert_stamped(PIN_TABLE, PIN_COLUMNS, [row, row[:-1]], connection=conn)
+    assert pin_state.count() == 0
+
+
+def test_the_sqlite_fast_write_stores_what_the_general_path_stores(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rubix_integration.stores import sqlite as sqlite_store
+
+    pins = [full_pin(n) for n in range(20)] + [Pin(cid=contract_cid(n)) for n in range(20, 40)]
+    states = []
+    for name in ("fast", "general"):
+        if name == "general":
+            monkeypatch.setattr(sqlite_store, "_stamped_plan", lambda *_: None)
+        state = open_pin_state(f"sqlite:///{tmp_path / name}.sqlite", data_dir=tmp_path / name)
+        state.apply(pins[:30])
+        state.rm(pins[3].cid)
+        state.apply([*pins[25:], pins[3]])  # rewritten rows; a tombstone brought back
+        assert isinstance(state, PinState)
+        states.append({cid: row[2:] for cid, row in _pin_rows(state.store).items()})
+        state.close()
+    assert states[0] == states[1] and len(states[0]) == 40

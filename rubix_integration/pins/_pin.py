@@ -120,6 +120,12 @@ class Pin:
     def validated(self) -> Pin:
         """This pin with its CIDs in canonical text and its times normalised to UTC; raise
         :class:`~rubix_integration.errors.InvalidPinError` naming the field that is wrong."""
+        if _is_canonical(self):
+            return self  # the common case of a bulk load: every check passes, nothing changes
+        return self._checked()
+
+    def _checked(self) -> Pin:
+        """:meth:`validated`, every field checked one by one (the errors come from here)."""
         cid = _canonical_cid(self.cid, "cid", None)
         assert cid is not None
         if self.type not in PIN_TYPES:
@@ -239,6 +245,65 @@ class Pin:
 
 
 _JSON_FIELDS = frozenset(Pin(cid="").to_json())
+#: A UTC time as :data:`_TIME` takes it (ASCII digits only, a subset): nothing to normalise.
+_time_match = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+                         r"(?:\.[0-9]{1,9})?Z").fullmatch
+
+
+def _is_canonical(pin: Pin) -> bool:
+    """Whether :meth:`Pin._checked` would find nothing wrong and return ``pin`` unchanged,
+    judged in one pass for the usual pin (CIDs in canonical base32 of a known codec and hash
+    function, times in UTC, plain tuples and dict); ``False`` leaves the judgement to
+    :meth:`Pin._checked`."""
+    cid = pin.cid
+    depth, rmin, rmax, shard = (pin.max_depth, pin.replication_factor_min,
+                                pin.replication_factor_max, pin.shard_size)
+    if type(cid) is not str:
+        return False
+    # _fits_shape, inlined: this runs once per pin of a bulk load
+    lengths, shapes = _SHAPES or _cid_shapes()
+    for size in lengths:
+        shape = shapes.get(cid[:size])
+        if shape is not None:
+            if len(cid) != shape[0] or cid[-1] not in shape[1] or _b32_text(cid) is None:
+                return False
+            break
+    else:
+        return False
+    stamp, expire = pin.timestamp, pin.expire_at
+    allocations, user, origins = pin.allocations, pin.user_allocations, pin.origins
+    kind = pin.type
+    return (type(kind) is str and kind in PIN_TYPES
+            and type(depth) is int and type(rmin) is int and type(rmax) is int
+            and type(shard) is int and depth >= -1 and rmin >= -1 and rmax >= -1
+            and (rmax <= 0 or -1 < rmin <= rmax) and shard >= 0
+            and (pin.reference is None or _fits_shape(pin.reference))
+            and (pin.pin_update is None or _fits_shape(pin.pin_update))
+            and type(pin.name) is str and type(pin.metadata) is dict
+            and (not pin.metadata or all(type(k) is str and type(v) is str
+                                         for k, v in pin.metadata.items()))
+            and (stamp == ZERO_TIME or (type(stamp) is str and _time_match(stamp) is not None))
+            and (expire == ZERO_TIME or _utc_time(expire))
+            and (allocations == () or _peer_ids(allocations))
+            and (user == () or _peer_ids(user)) and (origins == () or _peer_ids(origins)))
+
+
+def _utc_time(value: object) -> bool:
+    """Whether ``value`` is RFC 3339 text in UTC (``Z``), which validation keeps as it is."""
+    return type(value) is str and _time_match(value) is not None
+
+
+def _peer_ids(value: object) -> bool:
+    """Whether ``value`` is a tuple of non-empty text without commas."""
+    if type(value) is not tuple:
+        return False
+    if not value:
+        return True
+    try:
+        joined = ",".join(value)
+    except TypeError:
+        return False
+    return joined.count(",") == len(value) - 1 and "" not in value
 
 
 def _int(data: Mapping[str, Any], name: str, cid: str | None) -> int:
@@ -288,19 +353,88 @@ def _canonical_cid(value: str | None, name: str, cid: str | None) -> str | None:
                               cid=cid if name != "cid" else value) from exc
 
 
-_B32 = str.maketrans("abcdefghijklmnopqrstuvwxyz234567", "0123456789abcdefghijklmnopqrstuv")
-_B32_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz234567")
+_B32_DIGITS = "abcdefghijklmnopqrstuvwxyz234567"
+_B32 = str.maketrans(_B32_DIGITS, "0123456789abcdefghijklmnopqrstuv")
+_B32_CHARS = frozenset(_B32_DIGITS)
+_b32_text = re.compile("[a-z2-7]+").fullmatch
+
+
+_Shapes = tuple[tuple[int, ...], dict[str, tuple[int, frozenset[str]]]]
+#: :func:`_cid_shapes`, once built.
+_SHAPES: _Shapes | None = None
+
+
+def _cid_shapes() -> _Shapes:
+    """The text shapes of canonical base32 version 1 CIDs of every codec and hash function the
+    parser accepts (identity excepted): for each header (version, codec, hash function, digest
+    length), the texts of its first characters that hold header bits, mapped to the text
+    length and the last characters whose spare low bits are zero. Such a header fixes the
+    digest length and takes any digest, so a text that fits a shape is a valid CID."""
+    from rubix_integration.codecs._cid import (
+        CID,
+        CODEC_NAMES,
+        HASH_NAMES,
+        IDENTITY,
+        decode_multihash,
+        encode_multihash,
+        multihash_digest,
+        parse_cid,
+    )
+
+    shapes: dict[str, tuple[int, frozenset[str]]] = {}
+    for codec in CODEC_NAMES:
+        for code in HASH_NAMES:
+            if code == IDENTITY:
+                continue
+            size = len(decode_multihash(multihash_digest(b"", code))[1])
+            header = len(CID(1, codec, encode_multihash(code, bytes(size))).to_bytes()) - size
+            total_bits = 8 * (header + size)
+            chars = -(-total_bits // 5)
+            spare = 5 * chars - total_bits
+            last = frozenset(c for i, c in enumerate(_B32_DIGITS) if not i & ((1 << spare) - 1))
+            prefix = 1 + -(-8 * header // 5)
+            for top in range(32):  # every value of the digest bits sharing a header character
+                digest = bytes([top << 3]) + bytes(size - 1)
+                text = str(CID(1, codec, encode_multihash(code, digest)))
+                if str(parse_cid(text)) != text or len(text) != 1 + chars:  # pragma: no cover
+                    raise AssertionError(f"CID shape of codec {codec:#x}, hash {code:#x}")
+                shapes[text[:prefix]] = (1 + chars, last)
+    global _SHAPES
+    _SHAPES = (tuple(sorted({len(k) for k in shapes})), shapes)
+    return _SHAPES
+
+
+def _fits_shape(text: str) -> bool:
+    """Whether ``text`` is a canonical base32 version 1 CID of a known codec and hash function
+    (identity excepted), judged from its text alone: its header characters, its length, its
+    alphabet and the zero spare bits of its last character."""
+    if type(text) is not str:
+        return False
+    lengths, shapes = _SHAPES or _cid_shapes()
+    for size in lengths:
+        shape = shapes.get(text[:size])
+        if shape is not None:
+            return (len(text) == shape[0] and text[-1] in shape[1]
+                    and _b32_text(text) is not None)
+    return False
 
 
 def _base32_cid(text: str) -> str | None:
     """``text`` when it is a version 1 CID in canonical base32 (``b…``, the form
-    ``state export`` writes), checked through integer decoding (much faster than ``base64``);
-    ``None`` when it is anything else, for the general parser to judge."""
-    if len(text) < 8 or len(text) > 200 or text[0] != "b" or not _B32_CHARS.issuperset(text[1:]):
+    ``state export`` writes), checked from its shape (no decoding) when its codec and hash
+    function are known, else through integer decoding (much faster than ``base64``); ``None``
+    when it is anything else, for the general parser to judge."""
+    if len(text) < 8 or len(text) > 200 or text[0] != "b":
+        return None
+    if _fits_shape(text):
+        return text
+    if not _B32_CHARS.issuperset(text[1:]):
         return None
     digits = text[1:]
     bits = 5 * len(digits)
     size, spare = divmod(bits, 8)
+    if spare >= 5:
+        return None  # a whole character of padding bits: no base32 text is so long
     value = int(digits.translate(_B32), 32)
     if value & ((1 << spare) - 1):
         return None  # non-zero trailing bits: not the canonical form

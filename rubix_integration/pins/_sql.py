@@ -1,10 +1,12 @@
 """The pin state kept in a store's ``pins`` table: the embedded (SQLite) and PostgreSQL backends.
 
-Writes go through the store layer: :meth:`~rubix_integration.stores.base.Store.stamp` gives each
-row its origin node and change version, :meth:`~rubix_integration.stores.base.Store.upsert`
-writes a batch (a multi-row ``INSERT … ON CONFLICT`` on SQLite, COPY to a staging table on
-PostgreSQL), and removals are tombstones. ``list`` streams (``stream_results``: a server-side
-cursor on PostgreSQL, SQLite's own lazy cursor), its buffer capped at a page, ordered by CID.
+Writes go through the store layer: added pins, as row tuples, go to
+:meth:`~rubix_integration.stores.base.Store.upsert_stamped`, which gives each row its origin
+node and change version and upserts the batch (one ``executemany`` of a prepared
+``INSERT … ON CONFLICT`` on SQLite, COPY to a staging table on PostgreSQL); removals are
+tombstones, stamped by :meth:`~rubix_integration.stores.base.Store.stamp`. ``list`` streams
+(``stream_results``: a server-side cursor on PostgreSQL, SQLite's own lazy cursor), its buffer
+capped at a page, ordered by CID.
 """
 
 from __future__ import annotations
@@ -42,18 +44,19 @@ def _to_pin(row: Sequence[Any]) -> Pin:
                tuple(origins.split(",")) if origins else ())
 
 
-def _to_row(pin: Pin) -> dict[str, Any]:
-    return {
-        "cid": pin.cid, "pin_type": PIN_TYPES[pin.type], "allocations": ",".join(pin.allocations),
-        "max_depth": pin.max_depth, "reference": pin.reference, "timestamp": pin.timestamp,
-        "replication_factor_min": pin.replication_factor_min,
-        "replication_factor_max": pin.replication_factor_max, "name": pin.name,
-        "shard_size": pin.shard_size, "user_allocations": ",".join(pin.user_allocations),
-        "expire_at": pin.expire_at,
-        "meta": json.dumps(pin.metadata, sort_keys=True, separators=(",", ":"))
-        if pin.metadata else None,
-        "pin_update": pin.pin_update, "origins": ",".join(pin.origins), "deleted_at": None,
-    }
+def _to_row(pin: Pin) -> tuple[Any, ...]:
+    """The values of :data:`PIN_COLUMNS` for ``pin`` (a validated pin)."""
+    meta = pin.metadata
+    return (pin.cid, PIN_TYPES[pin.type], ",".join(pin.allocations), pin.max_depth,
+            pin.reference, pin.timestamp, pin.replication_factor_min,
+            pin.replication_factor_max, pin.name, pin.shard_size,
+            ",".join(pin.user_allocations), pin.expire_at,
+            json.dumps(meta, sort_keys=True, separators=(",", ":")) if meta else None,
+            pin.pin_update, ",".join(pin.origins))
+
+
+#: What every added row sets besides its pin: a re-added pin is no longer a tombstone.
+_LIVE = {"deleted_at": None}
 
 
 class PinState(PinStateBackend):
@@ -162,8 +165,9 @@ class PinState(PinStateBackend):
         t = PIN_TABLE
         with store.transaction() as conn:
             if adds:
-                rows = store.stamp(t, [_to_row(p) for p in adds], connection=conn)
-                store.upsert(t, rows, connection=conn)
+                # tuples, stamped and written by the store (one executemany on SQLite)
+                store.upsert_stamped(t, PIN_COLUMNS, [_to_row(p) for p in adds],
+                                     connection=conn, values=_LIVE)
             if removes:
                 from datetime import datetime, timezone
 

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import IO, Any, ClassVar
 
 from rubix_integration.errors import InvalidPinError, PinNotFoundError, PinStateError
-from rubix_integration.pins._pin import Pin
+from rubix_integration.pins._pin import Pin, _is_canonical
 
 __all__ = ["BatchingState", "PinStateBackend", "StateSummary"]
 
@@ -347,7 +347,8 @@ class BatchingState:
 
     def add(self, pin: Pin) -> None:
         """Buffer ``pin`` (validated now)."""
-        pin = _validated(pin, self.state.name)
+        if not (type(pin) is Pin and _is_canonical(pin)):  # the usual pin: nothing to change
+            pin = _validated(pin, self.state.name)
         self._put(pin.cid, pin)
 
     def rm(self, cid: str) -> None:

@@ -142,6 +142,50 @@ class StorePrimitives:
                 update: list[str], rows: list[Mapping[str, Any]]) -> int:
         raise NotImplementedError
 
+    def upsert_stamped(
+        self,
+        table: sa.Table,
+        names: Sequence[str],
+        rows: Sequence[tuple[Any, ...]],
+        *,
+        connection: Connection,
+        values: Mapping[str, Any] | None = None,
+    ) -> int:
+        """Stamp rows of the replicated ``table`` and upsert them by primary key, in
+        ``connection``'s transaction: the effect of :meth:`stamp` followed by :meth:`upsert`
+        (every given column updated, unchanged rows not rewritten), for rows given as tuples.
+
+        Each row holds the values of the columns ``names`` (Python values of the column types,
+        the primary key among them) in that order; ``values`` maps further columns to a value
+        every row takes. ``origin_node`` and ``change_version`` are the store's to set: naming
+        them is an error. A store may write the tuples without building a mapping per row.
+        Return how many rows were inserted or changed.
+        """
+        self._need("upsert")
+        self._need("change_version")
+        fixed = dict(values or {})
+        given = [*names, *fixed]
+        keys = [c.name for c in table.primary_key.columns]
+        unknown = [n for n in given if n not in table.c]
+        stamped = [n for n in given if n in ("origin_node", "change_version")]
+        if not is_replicated(table) or unknown or stamped or len(set(given)) != len(given) \
+                or not keys or any(k not in names for k in keys):
+            raise StoreError(
+                f"upsert_stamped into {table.name!r}: the table must be replicated and each row "
+                f"give its key column(s) {', '.join(keys) or '(none)'} once, without "
+                f"origin_node or change_version"
+                + (f"; unknown column(s) {', '.join(unknown)}" if unknown else ""),
+                url=self.masked_url, backend=self.name)
+        if not rows:
+            return 0
+        return self._upsert_stamped(connection, table, list(names), rows, fixed)
+
+    def _upsert_stamped(self, conn: Connection, table: sa.Table, names: list[str],
+                        rows: Sequence[tuple[Any, ...]], values: dict[str, Any]) -> int:
+        """Any store: mappings stamped by :meth:`stamp`, written by :meth:`upsert`."""
+        mapped = [{**dict(zip(names, row, strict=True)), **values} for row in rows]
+        return self.upsert(table, self.stamp(table, mapped, connection=conn), connection=conn)
+
     def insert_missing(
         self,
         table: sa.Table,

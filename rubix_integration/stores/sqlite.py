@@ -8,6 +8,9 @@ the busy timeout instead of failing when a read lock cannot be upgraded.
 
 from __future__ import annotations
 
+import functools
+import itertools
+import operator
 import os
 import sqlite3
 import time
@@ -199,6 +202,29 @@ class SQLiteStore(Store):
             count += max(0, conn.execute(stmt).rowcount)
         return count
 
+    def _upsert_stamped(self, conn: Connection, table: sa.Table, names: list[str],
+                        rows: Sequence[tuple[Any, ...]], values: dict[str, Any]) -> int:
+        # one single-row statement, built once, run by the driver's executemany over the tuples
+        # as given, each followed by the fixed values and its stamp (a block of consecutive
+        # stamps, reserved under the write lock as for stamp_each): no mapping per row. Columns
+        # whose type converts values for the driver take the general path.
+        plan = _stamped_plan(conn.dialect, table, tuple(names), tuple(values))
+        if plan is None:
+            return super()._upsert_stamped(conn, table, names, rows, values)
+        sql, processors = plan
+        width = len(names)
+        if set(map(type, rows)) != {tuple}:
+            rows = [tuple(r) for r in rows]
+        if set(map(len, rows)) != {width}:
+            raise ValueError(f"every row gives {width} values ({', '.join(names)})")
+        fixed = (itertools.repeat(p(v) if p is not None else v)
+                 for v, p in zip(values.values(), processors, strict=True))
+        count = len(rows)
+        first = self.store_clock.reserve(conn, table, count)
+        # each row's tail: the fixed values, the node id, its stamp
+        tails = zip(*fixed, itertools.repeat(self.node_id), range(first, first + count))
+        return max(0, conn.exec_driver_sql(sql, list(map(operator.add, rows, tails))).rowcount)
+
     def _dialect_insert(self, table: sa.Table) -> Any:
         from sqlalchemy.dialects.sqlite import insert
 
@@ -270,6 +296,31 @@ class SQLiteStore(Store):
         # a block of consecutive stamps, numbered by the statement (the write lock is held)
         first = self.store_clock.reserve(conn, table, count)
         return sa.literal(first - 1, sa.BigInteger()) + ordinal
+
+
+@functools.lru_cache(maxsize=64)
+def _stamped_plan(dialect: sa.engine.Dialect, table: sa.Table, names: tuple[str, ...],
+                  fixed: tuple[str, ...]) -> tuple[str, tuple[Any, ...]] | None:
+    """The upsert :meth:`SQLiteStore._upsert_stamped` runs for rows of ``names`` followed by the
+    ``fixed`` columns and the stamp columns (the statement ``_upsert`` builds: by primary key,
+    every given column updated where one differs), and the bind processors of the ``fixed``
+    columns; ``None`` when a column of ``names`` has a processor (its values need converting)."""
+    def processor(name: str) -> Any:
+        return table.c[name].type.dialect_impl(dialect).bind_processor(dialect)
+
+    if any(processor(n) is not None for n in names):
+        return None
+    quote = dialect.identifier_preparer.quote
+    target = dialect.identifier_preparer.format_table(table)
+    columns = [*names, *fixed, "origin_node", "change_version"]
+    keys = [c.name for c in table.primary_key.columns]
+    update = [quote(c) for c in columns if c not in keys]
+    sql = (f"INSERT INTO {target} ({', '.join(quote(c) for c in columns)}) "
+           f"VALUES ({', '.join('?' for _ in columns)}) "
+           f"ON CONFLICT ({', '.join(quote(k) for k in keys)}) DO UPDATE SET "
+           + ", ".join(f"{c} = excluded.{c}" for c in update)
+           + " WHERE " + " OR ".join(f"{target}.{c} IS NOT excluded.{c}" for c in update))
+    return sql, tuple(processor(c) for c in fixed)
 
 
 def _on_connect(dbapi_conn: Any, _record: Any) -> None:
