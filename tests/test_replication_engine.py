@@ -433,6 +433,14 @@ def test_checks_of_a_whole_batch_refuse_what_row_checks_refuse(
     # the rows handed in are left as they were
     assert [r["ratio"] for r in good[:3]] == [0.5, 2, None]
     assert isinstance(good[1]["ratio"], int)
+    # decoded in place (rows just parsed): a refused batch is left as it came, a good one
+    # becomes what a copy would
+    with pytest.raises(ChangeRejectedError, match=message):
+        a.decode("host_typed", bad, peer="node-x", copy=False)
+    assert bad[1]["seen_at"] == good[1]["seen_at"] and isinstance(bad[1]["seen_at"], str)
+    expected = a.decode("host_typed", good)
+    assert a.decode("host_typed", good, copy=False) == expected
+    assert good == expected
 
 
 def test_a_served_feed_is_the_feed_and_json_columns_arrive_intact(

@@ -17,7 +17,7 @@ from rubix_integration.errors import ReplicationAuthError
 from rubix_integration.replication import Credential, SyncConfig
 from rubix_integration.replication.auth import Authenticator, sign
 from rubix_integration.replication.discovery import Discovery, parse_service, service_info
-from tests.test_replication_support import Node, free_port, put, rows, wait_for
+from tests.test_replication_support import Node, T, free_port, put, rows, task_row, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -315,3 +315,24 @@ def test_a_peer_away_past_the_retention_is_told_to_resync_and_drops_deleted_rows
     history = list(a.manager.replication.service.history)
     assert any(h["tables"].get("workflow_tasks", {}).get("pruned") == 3 for h in history)
     assert any(e["event"] == "resync" and e["table"] == "workflow_tasks" for e in events)
+
+
+def test_pages_grow_while_a_backlog_lasts_and_pulls_wait_for_start_workers(
+        served: Any) -> None:
+    a = served("node-a")
+    with a.store.transaction() as conn:
+        batch = a.store.stamp(T, [task_row(f"g{i:03d}") for i in range(300)], connection=conn)
+        a.store.upsert(T, batch, connection=conn)
+    b = served("node-b", config=SyncConfig(interval_s=30, timeout_s=5, max_retries=1,
+                                           backoff_s=0.05, batch_size=10, max_batch_size=80))
+    svc = b.manager.replication.service
+    # recorded, not pulled yet
+    svc.call(svc.add_peer(a.url, peer_id="node-a", pull=False), timeout=30)
+    time.sleep(0.5)
+    assert rows(b.store) == {} and not [h for h in svc.history if h["peer_id"] == "node-a"]
+    svc.call(svc.start_workers(), timeout=30)
+    wait_for(lambda: len(rows(b.store)) == 300, 30, "the rows to arrive")
+    record = next(h for h in svc.history if h["peer_id"] == "node-a" and h["rows_applied"])
+    # pages of 10, 80, 80, 80, 50: five pages where batches of 10 would take thirty
+    assert record["tables"]["workflow_tasks"]["pages"] == 5
+    assert record["rows_applied"] == 300

@@ -1,4 +1,5 @@
-"""The seed's ``/p2p/...`` endpoints as Starlette routes around a :class:`ReplicationService`.
+"""The P2P database sync API's ``/p2p/...`` endpoints as Starlette routes around a
+:class:`ReplicationService`.
 
 =========================================  ===========  ==========================================
 endpoint                                   role         what it does

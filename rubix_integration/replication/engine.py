@@ -58,6 +58,9 @@ _CHUNK = 400
 #: Keys per SELECT ... IN (SQLAlchemy names each expanded parameter: long lists cost more
 #: per key than several short statements).
 _IN_CHUNK = 100
+#: Rows from which a PostgreSQL batch is written by COPY (fewer: one multi-row upsert, which
+#: takes one round trip instead of four).
+_COPY_FROM = 500
 #: Keys per SELECT ... IN on a single-column key (one expanding parameter).
 _IN_CHUNK_ONE = 500
 #: How long a peer may stay away before tombstones stop waiting for it (seven days).
@@ -90,7 +93,7 @@ def decode_cursor(cursor: str | None) -> int:
 
 
 def since_version(since: str) -> int:
-    """The cursor version for the seed's ``since=<ISO 8601 timestamp>``: every change stamped at
+    """The cursor version for the sync API's ``since=<ISO 8601 timestamp>``: every change stamped at
     or after that instant."""
     try:
         when = dt.datetime.fromisoformat(since.strip().replace("Z", "+00:00").replace(" ", "+"))
@@ -245,10 +248,11 @@ class Replicator:
         """:meth:`changes` as the JSON body served for it (``Feed.as_dict``), built without
         parsing the JSON columns SQLite holds as text."""
         raw = _json.HAVE_ORJSON
-        feed = self._changes(table, cursor=cursor, since=since, limit=limit,
-                             exclude_origin=exclude_origin, reader=reader, raw=raw)
-        codec = self.tables.codec(table)
-        return _json.feed_body(feed.as_dict(), codec.floats if raw else None)
+        with _json.paused_gc():
+            feed = self._changes(table, cursor=cursor, since=since, limit=limit,
+                                 exclude_origin=exclude_origin, reader=reader, raw=raw)
+            codec = self.tables.codec(table)
+            return _json.feed_body(feed.as_dict(), codec.floats if raw else None)
 
     def _changes(self, table: str, *, cursor: str | None, since: str | None, limit: int,
                  exclude_origin: str | None, reader: str | None, raw: bool) -> Feed:
@@ -324,16 +328,24 @@ class Replicator:
 
     # --- apply ---------------------------------------------------------------------------------
 
-    def decode(self, table: str, rows: Iterable[object], *,
-               peer: str | None = None) -> list[dict[str, Any]]:
-        """Check and decode incoming JSON rows of ``table``; refuse the whole batch on a bad row."""
+    def decode(self, table: str, rows: Iterable[object], *, peer: str | None = None,
+               copy: bool = True) -> list[dict[str, Any]]:
+        """Check and decode incoming JSON rows of ``table``; refuse the whole batch on a bad row.
+        ``copy=False``: the rows (just parsed, used for nothing else) are decoded in place."""
         codec = self.tables.codec(table, peer=peer)
-        return codec.decode_many(rows if isinstance(rows, list) else list(rows), peer=peer)
+        with _json.paused_gc():
+            return codec.decode_many(rows if isinstance(rows, list) else list(rows), peer=peer,
+                                     copy=copy)
 
     def apply(self, table: str, rows: Sequence[Mapping[str, Any]], *, peer: str | None = None,
               cursor: int | None = None) -> ApplyResult:
         """Merge decoded ``rows`` of ``table`` from ``peer`` (a node id) in one transaction,
         together with the checkpoint ``cursor`` of that peer's feed; idempotent."""
+        with _json.paused_gc():  # a batch makes many short-lived objects, none in a cycle
+            return self._apply(table, rows, peer, cursor)
+
+    def _apply(self, table: str, rows: Sequence[Mapping[str, Any]], peer: str | None,
+               cursor: int | None) -> ApplyResult:
         codec = self.tables.codec(table, peer=peer)
         t = codec.table
         result = ApplyResult(table, received=len(rows))
@@ -498,8 +510,11 @@ class Replicator:
             whole = {tuple(r[names.index(k)] for k in codec.key): dict(zip(names, r, strict=True))
                      for r in self._held(conn, codec, [k for k, _, _ in clashes], names)}
             for key, row, wins in clashes:
+                # (a row removed since it was read, on PostgreSQL: what was read of it)
+                local = whole.get(key) or {**dict.fromkeys(codec.columns), **held[key],
+                                           **dict(zip(codec.key, key, strict=True))}
                 result.conflicts.append(Conflict(
-                    t.name, list(key), codec.encode(whole[key]), codec.encode(row),
+                    t.name, list(key), codec.encode(local), codec.encode(row),
                     "incoming" if wins else "local"))
         return winners
 
@@ -509,6 +524,16 @@ class Replicator:
         t = codec.table
         cols = [t.c[k] for k in codec.key]
         out: list[Sequence[Any]] = []
+        if len(cols) == 1 and conn.dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import ARRAY
+
+            # one array parameter, whatever the number of keys
+            stmt = sa.select(*(t.c[c] for c in columns)).where(
+                cols[0] == sa.any_(sa.bindparam("keys", type_=ARRAY(cols[0].type))))
+            for start in range(0, len(keys), 10_000):
+                chunk = [k[0] for k in keys[start:start + 10_000]]
+                out.extend(conn.execute(stmt, {"keys": chunk}).all())
+            return out
         if len(cols) == 1:
             stmt = sa.select(*(t.c[c] for c in columns)).where(
                 cols[0].in_(sa.bindparam("keys", expanding=True)))
@@ -524,7 +549,7 @@ class Replicator:
 
     def _write(self, conn: Connection, t: sa.Table, codec: TableCodec,
                rows: list[Mapping[str, Any]]) -> None:
-        if conn.dialect.name == "sqlite":
+        if conn.dialect.name == "sqlite" and conn.dialect.paramstyle == "qmark":
             # one prepared upsert run over every row by the driver: the values are converted
             # a column at a time by the dialect's own bind processors
             sql, procs = self._sqlite_upsert(conn, t, codec)
@@ -534,7 +559,8 @@ class Replicator:
                 columns.append(values if proc is None else [proc(v) for v in values])
             conn.exec_driver_sql(sql, list(zip(*columns, strict=True)))
             return
-        if conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg":
+        if (conn.dialect.name == "postgresql" and conn.dialect.driver == "psycopg"
+                and len(rows) >= _COPY_FROM):
             self._copy_upsert(conn, t, codec, rows)
             return
         ins = self.store._dialect_insert(t)
@@ -568,7 +594,9 @@ class Replicator:
                   if rest else "DO NOTHING")
         columns: list[list[Any]] = []
         for c in cols:
-            proc = t.c[c].type._cached_bind_processor(dialect)
+            proc: Callable[[Any], Any] | None = t.c[c].type._cached_bind_processor(dialect)
+            if proc is not None and _is_json(t.c[c]):
+                proc = _json.column_text(proc)  # COPY takes the JSON text for json(b)
             values = [r[c] for r in rows]
             columns.append(values if proc is None else [proc(v) for v in values])
         # a temporary table of the same columns (no defaults), once per session

@@ -133,10 +133,12 @@ class Replication:
         svc = self.service
         if svc.running:
             return
-        svc.start()
+        # the peers are all recorded before any pull starts: pulls keep the threads busy
+        svc.start(workers=False)
         for peer in self._peers:
             args = dict(peer)
-            svc.call(svc.add_peer(str(args.pop("url")), **args), timeout=30)
+            svc.call(svc.add_peer(str(args.pop("url")), pull=False, **args), timeout=30)
+        svc.call(svc.start_workers(), timeout=30)
         # peers pull what changed here while this node was away at once, not at their next
         # periodic sync
         if announce:

@@ -47,7 +47,7 @@ T = TypeVar("T")
 
 @dataclass(frozen=True)
 class SyncConfig:
-    """How often, how much and how patiently a node syncs (the seed's defaults)."""
+    """How often, how much and how patiently a node syncs (the P2P database sync API's defaults)."""
 
     interval_s: float = 30.0
     batch_size: int = 100
@@ -120,6 +120,7 @@ class ReplicationService:
         self._client: httpx.AsyncClient | None = None
         self._running = False
         self._gc_task: asyncio.Task[None] | None = None
+        self._defer_workers = False
         replicator.on_event = self._on_engine_event
 
     # --- lifetime ------------------------------------------------------------------------------
@@ -129,10 +130,12 @@ class ReplicationService:
         """Whether the loop runs."""
         return self._running
 
-    def start(self) -> None:
-        """Start the background loop and a worker per known peer; idempotent."""
+    def start(self, *, workers: bool = True) -> None:
+        """Start the background loop and a worker per known peer (with ``workers=False``: once
+        :meth:`start_workers` is called); idempotent."""
         if self._running:
             return
+        self._defer_workers = not workers
         ready = threading.Event()
 
         def run() -> None:
@@ -191,8 +194,11 @@ class ReplicationService:
                                          trust_env=False)
         for peer in await asyncio.to_thread(self._load_peers):
             self.peers.setdefault(peer.peer_id, peer)
-        for peer in self.peers.values():
-            self._start_worker(peer)
+        if self._defer_workers:
+            self._defer_workers = False
+        else:
+            for peer in self.peers.values():
+                self._start_worker(peer)
         self._gc_task = asyncio.create_task(self._gc_loop())
 
     async def _astop(self) -> None:
@@ -258,8 +264,9 @@ class ReplicationService:
 
     async def add_peer(self, url: str, *, peer_id: str | None = None, role: str = "peer",
                        priority: int = 0, token: str | None = None,
-                       secret: str | None = None) -> Peer:
-        """Add (or update) a peer and pull from it at once."""
+                       secret: str | None = None, pull: bool = True) -> Peer:
+        """Add (or update) a peer and pull from it at once (with ``pull=False``: once
+        :meth:`start_workers` is called)."""
         parsed = urllib.parse.urlsplit(url)
         if parsed.scheme not in ("http", "https") or not parsed.netloc:
             raise ChangeRejectedError(f"a peer URL must be http(s)://host:port, not {url!r}")
@@ -275,9 +282,15 @@ class ReplicationService:
             peer.url, peer.role, peer.priority = url, role, priority
             peer.token, peer.secret = token or peer.token, secret or peer.secret
         await asyncio.to_thread(self._save_peer, peer)
-        self._start_worker(peer)
+        if pull:
+            self._start_worker(peer)
         self.publish("peer_added", {"peer": peer.as_dict(self._active_window)})
         return peer
+
+    async def start_workers(self) -> None:
+        """Start the worker (a first pull) of every peer that has none running."""
+        for peer in self.peers.values():
+            self._start_worker(peer)
 
     async def remove_peer(self, peer_id: str) -> bool:
         """Forget a peer; whether it was known."""
@@ -508,7 +521,7 @@ class ReplicationService:
                 peer, "GET", f"/p2p/table/{table}/changes", params=params))
 
         def merge(changes: list[Any], nxt: int) -> tuple[list[dict[str, Any]], Any]:
-            rows = rep.decode(table, changes, peer=node)
+            rows = rep.decode(table, changes, peer=node, copy=False)
             return rows, rep.apply(table, rows, peer=node, cursor=nxt)
 
         pending = fetch(cursor)
@@ -588,7 +601,7 @@ class ReplicationService:
     # --- status --------------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        """The seed's status fields, and a few more."""
+        """The P2P database sync API's status fields, and a few more."""
         stats = self.replicator.stats()
         window = self._active_window
         return {

@@ -88,19 +88,19 @@ class TableCodec:
                                           peer=peer, table=name) from None
         return out
 
-
-    def decode_many(self, rows: Iterable[object], *,
-                    peer: str | None = None) -> list[dict[str, Any]]:
+    def decode_many(self, rows: Iterable[object], *, peer: str | None = None,
+                    copy: bool = True) -> list[dict[str, Any]]:
         """:meth:`decode` of every row of ``rows``, checked a column at a time (one type test
         per column over the whole batch); a batch that fails any check is decoded row by row,
-        so the refusal names the first bad row as :meth:`decode` does."""
+        so the refusal names the first bad row as :meth:`decode` does. With ``copy=False``
+        the rows given (just parsed, owned by the caller) are decoded in place."""
         batch = rows if isinstance(rows, list) else list(rows)
         names = self._names
         if not all(type(r) is dict and r.keys() == names for r in batch):
             return [self.decode(r, peer=peer) for r in batch]
-        out: list[dict[str, Any]] = [dict(cast("dict[str, Any]", r)) for r in batch]
+        changed: list[tuple[str, list[Any]]] = []
         for col, nullable, check in self._checks:
-            values = [r[col] for r in out]
+            values = [r[col] for r in batch]  # type: ignore[index]
             if not nullable and values.count(None):
                 return [self.decode(r, peer=peer) for r in batch]
             if check is None:
@@ -110,8 +110,13 @@ class TableCodec:
             except (TypeError, ValueError, decimal.InvalidOperation, OverflowError):
                 return [self.decode(r, peer=peer) for r in batch]
             if converted is not None:
-                for r, v in zip(out, converted, strict=True):
-                    r[col] = v
+                changed.append((col, converted))
+        # every check passed: only now are values replaced
+        out: list[dict[str, Any]] = ([dict(cast("dict[str, Any]", r)) for r in batch] if copy
+                                     else cast("list[dict[str, Any]]", batch))
+        for col, converted in changed:
+            for r, v in zip(out, converted, strict=True):
+                r[col] = v
         return out
 
     def encode_many(self, rows: Sequence[Sequence[Any]],
