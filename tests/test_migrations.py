@@ -158,9 +158,9 @@ def test_a_version_1_store_is_upgraded_and_syncs_without_duplicates_or_losses(
 
         # one database changed: its rows keep their keys, the token that left is tombstoned
         db = sample.nodes[0] / "Rubix" / "rubix.db"
-        with sqlite3.connect(db) as conn:
-            gone = conn.execute("SELECT token_id FROM TokensTable LIMIT 1").fetchone()[0]
-            conn.execute("DELETE FROM TokensTable WHERE token_id = ?", (gone,))
+        with sqlite3.connect(db) as raw:
+            gone = raw.execute("SELECT token_id FROM TokensTable LIMIT 1").fetchone()[0]
+            raw.execute("DELETE FROM TokensTable WHERE token_id = ?", (gone,))
         os.utime(db, ns=(time.time_ns(), time.time_ns() + 1_000_000))
         summary = manager.sync_tokens([sample.root])
         assert summary.databases_processed == 1 and summary.ok
@@ -189,7 +189,7 @@ def test_a_version_2_store_gets_the_lease_index_and_keeps_its_tasks(
     from rubix_integration.stores.migrations import MIGRATIONS
     from rubix_integration.workflow.models import LEASE_INDEX, TASK_TABLE
 
-    assert SCHEMA_VERSION == 3 and 2 in MIGRATIONS
+    assert SCHEMA_VERSION >= 3 and 2 in MIGRATIONS
     with Manager(store_url=store_url, load_plugins=()) as manager:
         manager.submit_task("held", "job")
         manager.submit_task("waiting", "job")
@@ -204,7 +204,7 @@ def test_a_version_2_store_gets_the_lease_index_and_keeps_its_tasks(
             names = {i["name"] for i in sa.inspect(conn).get_indexes(TASK_TABLE.name)}
         assert LEASE_INDEX not in names
         store.create_schema()
-        assert get_meta(store, "schema_version") == "3"
+        assert get_meta(store, "schema_version") == str(SCHEMA_VERSION)
         with store.connect() as conn:
             indexes = {i["name"]: i for i in sa.inspect(conn).get_indexes(TASK_TABLE.name)}
             assert indexes[LEASE_INDEX]["column_names"] == ["lease_expires_at_us"]
@@ -218,4 +218,42 @@ def test_a_version_2_store_gets_the_lease_index_and_keeps_its_tasks(
     with Manager(store_url=store_url, load_plugins=()) as manager:
         assert manager.get_task_status("held").state == "running"
         assert manager.get_next_task("w2") is not None
+        assert manager.provenance.verify().ok
+
+
+def test_a_version_3_store_loses_the_unused_task_indexes_and_keeps_working(
+    store_url: str, store_settings: Settings,
+) -> None:
+    from rubix_integration.stores.migrations import MIGRATIONS
+    from rubix_integration.workflow.models import DROPPED_INDEXES, LEASE_INDEX, TASK_TABLE
+
+    assert SCHEMA_VERSION == 4 and 3 in MIGRATIONS
+    with Manager(store_url=store_url, load_plugins=()) as manager:
+        manager.submit_tasks([{"task_id": f"t{i}", "task_type": "job"} for i in range(3)])
+        held = manager.get_next_task("w")
+        assert held is not None and held.task_id == "t0"
+    with open_store(store_url, store_settings) as store, store.transaction() as conn:
+        names = {i["name"] for i in sa.inspect(conn).get_indexes(TASK_TABLE.name)}
+        assert not names & set(DROPPED_INDEXES)  # a new store never has them
+        # what version 3 wrote: the two indexes as it defined them
+        conn.execute(sa.text('CREATE INDEX "ix_workflow_tasks_due" ON workflow_tasks '
+                             "(due_at_us)"))
+        conn.execute(sa.text('CREATE INDEX "ix_workflow_tasks_state" ON workflow_tasks '
+                             "(state, updated_at_us)"))
+        conn.execute(sa.text("UPDATE rubix_meta SET value = '3' WHERE key = 'schema_version'"))
+    with open_store(store_url, store_settings) as store:
+        with store.connect() as conn:
+            names = {i["name"] for i in sa.inspect(conn).get_indexes(TASK_TABLE.name)}
+        assert set(DROPPED_INDEXES) <= names
+        store.create_schema()
+        assert get_meta(store, "schema_version") == "4"
+        with store.connect() as conn:
+            names = {i["name"] for i in sa.inspect(conn).get_indexes(TASK_TABLE.name)}
+        assert not names & set(DROPPED_INDEXES)
+        assert {LEASE_INDEX, "ix_workflow_tasks_claim"} <= names
+        store.create_schema()  # again: a no-op
+        assert get_meta(store, "schema_version") == "4"
+    with Manager(store_url=store_url, load_plugins=()) as manager:
+        assert manager.get_task_status("t0").state == "running"
+        assert [t.task_id for t in manager.workflow.get_next_tasks("w2", limit=5)] == ["t1", "t2"]
         assert manager.provenance.verify().ok

@@ -22,18 +22,16 @@ from rubix_integration.workflow import (
     Worker,
     WorkflowCoordinator,
 )
+from tests.workflow_handlers import task_changes
 
 
 def _transitions(manager: Manager, task_id: str) -> list[tuple[str | None, str]]:
-    records = manager.query_logs({"type": "task_state", "data.task_id": task_id},
-                                 newest_first=False, limit=None)
-    return [(r.data["old_state"], r.data["new_state"]) for r in records]
+    return [(c["old_state"], c["new_state"]) for c in task_changes(manager, task_id=task_id)]
 
 
 def _new_states(manager: Manager, new_state: str) -> collections.Counter[str]:
-    records = manager.query_logs({"type": "task_state", "data.new_state": new_state},
-                                 limit=None)
-    return collections.Counter(r.data["task_id"] for r in records)
+    return collections.Counter(c["task_id"]
+                               for c in task_changes(manager, new_state=new_state))
 
 
 # --- the coordinator ------------------------------------------------------------------------------
@@ -93,7 +91,7 @@ def test_complete_tasks_accepts_what_is_held_and_says_why_the_rest_is_refused(
         wf.complete_task("done", 1, lease_token=held["done"].lease_token)
         wf.cancel_task("cancelled")
         time.sleep(0.35)  # every lease ran out, but nobody else claimed the tasks
-        items = [
+        items: list[dict[str, Any]] = [
             {"task_id": "ok1", "result": {"n": 1}, "lease_token": held["ok1"].lease_token},
             {"task_id": "nope", "result": 0},
             {"task_id": "cancelled", "result": 2, "lease_token": held["cancelled"].lease_token},
@@ -457,5 +455,75 @@ def test_the_manager_claims_and_completes_batches(manager: Manager) -> None:
     out = manager.complete_tasks(
         [{"task_id": t.task_id, "result": t.data["n"] * 10, "lease_token": t.lease_token}
          for t in claimed] + [{"task_id": "nope", "result": None}], worker_id="w")
-    assert [o.result for o in out[:2]] == [10, 20] and isinstance(out[2], TaskNotFoundError)
+    assert [o.result for o in out[:2] if isinstance(o, Task)] == [10, 20]
+    assert isinstance(out[2], TaskNotFoundError)
     assert manager.get_next_tasks("w", limit=5) == []
+
+
+# --- reporting and claiming in one step, and the records of batch operations ----------------------
+
+
+def test_complete_and_claim_reports_each_result_then_claims(manager: Manager) -> None:
+    wf = manager.workflow
+    wf.submit_tasks([{"task_id": t, "task_type": "job", "data": {"id": t}, "priority": p}
+                     for t, p in [("a", 9), ("b", 8), ("c", 7), ("d", 6), ("e", 5), ("f", 4)]])
+    held = wf.get_next_tasks("w", limit=3)
+    assert [t.task_id for t in held] == ["a", "b", "c"]
+    results: list[dict[str, Any]] = [
+        {"task_id": "a", "result": {"n": 1}, "lease_token": held[0].lease_token},
+        {"task_id": "b", "result": 2, "lease_token": "not-the-token"},
+        {"task_id": "zz", "result": 3, "lease_token": "x"},
+        {"task_id": "c", "result": [3], "lease_token": held[2].lease_token},
+    ]
+    outcomes, claimed = wf.complete_and_claim(results, "w", limit=2)
+    a, b, zz, c = outcomes
+    assert isinstance(a, Task) and a.state == "completed" and a.result == {"n": 1}
+    assert isinstance(b, LeaseLostError) and isinstance(zz, TaskNotFoundError)
+    assert isinstance(c, Task) and c.result == [3]
+    assert [t.task_id for t in claimed] == ["d", "e"]
+    assert all(t.state == "running" and t.worker_id == "w" and t.attempts == 1 for t in claimed)
+    assert wf.get_task_status("b").state == "running"  # refused: unchanged
+    assert _transitions(manager, "a") == [(None, "pending"), ("pending", "running"),
+                                          ("running", "completed")]
+    assert _transitions(manager, "d") == [(None, "pending"), ("pending", "running")]
+    # the bare call of the claimer completes what it claimed in the same step
+    outcomes, claimed = wf.complete_and_claim(
+        [{"task_id": "d", "result": None}, {"task_id": "e", "result": None}], "w", limit=5)
+    assert [o.state for o in outcomes if isinstance(o, Task)] == ["completed", "completed"]
+    assert [t.task_id for t in claimed] == ["f"]
+    assert wf.complete_and_claim([], "w", limit=5) == ([], [])
+    assert manager.workflow.counts()["completed"] == 4
+    assert manager.provenance.verify().ok
+
+
+def test_a_batch_operation_is_one_record_that_expands_to_the_changes_of_its_tasks(
+    manager: Manager,
+) -> None:
+    from rubix_integration.codecs import dagjson
+    from rubix_integration.workflow.states import BATCH_RECORD, expand, record_data
+
+    wf = manager.workflow
+    wf.submit_tasks([{"task_id": f"t{i}", "task_type": "job", "data": {"i": i}}
+                     for i in range(5)])
+    wf.submit_task("one", "job")
+    held = wf.get_next_tasks("w", limit=5)
+    single = wf.get_next_task("w")
+    assert single is not None and single.task_id == "one"
+    done = wf.complete_tasks([{"task_id": t.task_id, "result": {"r": t.task_id},
+                               "lease_token": t.lease_token} for t in held])
+    wf.complete_task("one", {"r": "one"}, lease_token=single.lease_token)
+    batches = manager.query_logs({"type": BATCH_RECORD}, newest_first=False, limit=None)
+    assert [r.data["new_state"] for r in batches] == ["pending", "running", "completed"]
+    assert all(r.data["task_ids"] == [f"t{i}" for i in range(5)] for r in batches)
+    completion = batches[-1]
+    # what each task's own record would have held, exactly
+    for task, change in zip(done, expand(completion.type, completion.data), strict=True):
+        assert isinstance(task, Task)
+        assert change == record_data(task, "running")
+        assert str(change["result"]) == dagjson.cid_text_for_block(dagjson.encode(task.result))
+    (own,) = manager.query_logs({"type": "task_state", "data.task_id": "one",
+                                 "data.new_state": "completed"}, limit=None)
+    assert expand(own.type, own.data) == [own.data]
+    assert set(own.data) == set(expand(completion.type, completion.data)[0])
+    assert expand("operation", {"task_ids": ["x"]}) == []
+    assert manager.provenance.verify().ok

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from rubix_integration import Manager
+from tests.workflow_handlers import task_changes
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -66,9 +67,8 @@ def _runs(log_dir: Path) -> collections.Counter[str]:
 
 
 def _completions(manager: Manager) -> collections.Counter[str]:
-    records = manager.query_logs({"type": "task_state", "data.new_state": "completed"},
-                                 limit=None)
-    return collections.Counter(r.data["task_id"] for r in records)
+    return collections.Counter(c["task_id"]
+                               for c in task_changes(manager, new_state="completed"))
 
 
 @pytest.mark.parametrize(("store_kind", "tasks", "workers", "batch"), [
@@ -198,9 +198,7 @@ def test_ctrl_c_finishes_or_releases_the_current_task(
 
 
 def _claims(manager: Manager) -> collections.Counter[str]:
-    records = manager.query_logs({"type": "task_state", "data.new_state": "running"},
-                                 limit=None)
-    return collections.Counter(r.data["task_id"] for r in records)
+    return collections.Counter(c["task_id"] for c in task_changes(manager, new_state="running"))
 
 
 @pytest.mark.timeout(240)

@@ -20,6 +20,7 @@ from rubix_integration import Manager
 from rubix_integration.cli import cli
 from rubix_integration.errors import InvalidDataError, TaskNotFoundError, TaskStateError
 from rubix_integration.workflow import Worker, WorkflowCoordinator, cancellation, cancelled
+from tests.workflow_handlers import task_changes
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -188,9 +189,12 @@ def test_bulk_submit_is_public_and_skips_existing_ids(manager: Manager) -> None:
     assert task.data == {"i": 7, "b": b"\x00\xff"} and task.priority == 1
     assert task.tags == ("x:y",) and task.state == "pending"
     assert manager.get_task_status("t5").data["i"] == 5
-    records = manager.query_logs({"type": "task_state", "data.new_state": "pending"}, limit=None)
-    assert collections.Counter(r.data["task_id"] for r in records) == {
-        f"t{i}": 1 for i in range(40)}
+    assert collections.Counter(c["task_id"] for c in task_changes(
+        manager, new_state="pending")) == {f"t{i}": 1 for i in range(40)}
+    # the bulk submit is one record naming the 39 tasks it created, in the order given
+    (bulk,) = manager.query_logs({"type": "task_states"}, limit=None)
+    assert bulk.data["task_ids"] == [f"t{i}" for i in range(40) if i != 3]
+    assert bulk.data["new_state"] == "pending" and set(bulk.data["old_states"]) == {None}
     assert manager.workflow.counts()["pending"] == 40
     assert manager.provenance.verify().ok
     with pytest.raises(InvalidDataError):

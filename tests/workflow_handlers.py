@@ -45,3 +45,18 @@ def brief(task: Any) -> dict[str, Any]:
     _log(task)
     time.sleep(float(task.data.get("seconds", 0.01)) if isinstance(task.data, dict) else 0.01)
     return {"pid": os.getpid()}
+
+
+def task_changes(manager: Any, *, task_id: str | None = None,
+                 new_state: str | None = None) -> list[dict[str, Any]]:
+    """The task changes the provenance log states, oldest first (``task_state`` records and
+    the ``task_states`` records of batch operations, expanded one change per task), those of
+    ``task_id`` or to ``new_state`` only when given."""
+    from rubix_integration.workflow.states import BATCH_RECORD, expand
+
+    records = [*manager.query_logs({"type": "task_state"}, newest_first=False, limit=None),
+               *manager.query_logs({"type": BATCH_RECORD}, newest_first=False, limit=None)]
+    records.sort(key=lambda r: (r.chain, r.seq))
+    return [c for r in records for c in expand(r.type, r.data)
+            if (task_id is None or c["task_id"] == task_id)
+            and (new_state is None or c["new_state"] == new_state)]

@@ -16,6 +16,11 @@ original order), and the old table dropped.
 
 Version 2 to 3 adds the partial index over the lease expiry of running workflow tasks (how
 stalled work is found without scanning the table) to a store that has the task table.
+
+Version 3 to 4 drops the workflow task indexes on ``due_at_us`` and on ``(state,
+updated_at_us)`` (:data:`~rubix_integration.workflow.models.DROPPED_INDEXES`): no query of the
+workflow used them (claims walk the claim index, stalled work the lease index), and every claim
+and completion had to update both.
 """
 
 from __future__ import annotations
@@ -116,5 +121,13 @@ def _to_3(store: Store, conn: Connection) -> None:
     index.create(conn)
 
 
+def _to_4(store: Store, conn: Connection) -> None:
+    from rubix_integration.workflow.models import DROPPED_INDEXES
+
+    # IF EXISTS: a store without the task table (or created without them) has nothing to drop
+    for name in DROPPED_INDEXES:
+        conn.execute(sa.text(f'DROP INDEX IF EXISTS "{name}"'))
+
+
 #: The step that upgrades a store from each version to the next.
-MIGRATIONS: dict[int, Callable[[Store, Connection], None]] = {1: _to_2, 2: _to_3}
+MIGRATIONS: dict[int, Callable[[Store, Connection], None]] = {1: _to_2, 2: _to_3, 3: _to_4}

@@ -34,8 +34,9 @@ __all__ = [
 #: Version of the tables this package creates; stored under ``rubix_meta.schema_version``.
 #: 2: the token tables follow the replication rule (see
 #: :mod:`~rubix_integration.stores.migrations`). 3: an index on the lease expiry of running
-#: workflow tasks.
-SCHEMA_VERSION = 3
+#: workflow tasks. 4: two workflow task indexes no query used dropped (every task change
+#: wrote to them).
+SCHEMA_VERSION = 4
 
 
 class StoreMeta(SQLModel, table=True):

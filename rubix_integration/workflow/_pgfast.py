@@ -75,9 +75,14 @@ def _raw(conn: Connection) -> Any:
 def transact(conn: Connection, sql: str, params: Mapping[str, Any],
              follow: Callable[[list[tuple[Any, ...]]], tuple[Followup, Any]],
              committing: list[bool], before: Sequence[str] = (),
+             also: tuple[str, Mapping[str, Any]] | None = None,
+             also_rows: list[list[tuple[Any, ...]]] | None = None,
              ) -> tuple[list[tuple[Any, ...]], Any, list[list[Any]]]:
     """Run ``sql`` in a new transaction (after the ``before`` statements, in the same
     pipeline), then ``follow(rows)``'s statements and ``COMMIT``.
+
+    ``also``: a second statement sent in the first pipeline after ``sql``; its rows are
+    appended to ``also_rows`` before ``follow`` is called.
 
     Returns the rows of ``sql``, the value ``follow`` gave, and the rows of each follow-up
     statement that returns any. ``committing`` gets an item before ``COMMIT`` is sent. Any error
@@ -88,13 +93,17 @@ def transact(conn: Connection, sql: str, params: Mapping[str, Any],
     raw = _raw(conn)
     raw.autocommit = True  # BEGIN and COMMIT are sent in the pipelines below
     try:
-        with raw.cursor() as begin, raw.cursor() as cur:
+        with raw.cursor() as begin, raw.cursor() as cur, raw.cursor() as second:
             with raw.pipeline():
                 begin.execute("BEGIN")
                 for statement in before:
                     begin.execute(statement)
                 cur.execute(sql, params)
+                if also is not None:
+                    second.execute(*also)
             rows: list[tuple[Any, ...]] = cur.fetchall()
+            if also is not None and also_rows is not None:
+                also_rows.append(second.fetchall())
             statements, value = follow(rows)
             committing.append(True)
             cursors: list[Any] = []

@@ -431,13 +431,25 @@ _COPY_COLUMNS = ("task_id", "task_type", "state", "priority", "data", "tags", "r
                  "updated_at_us", "due_at_us")
 
 
-def copy_insert(store: Store, conn: Connection, rows: list[dict[str, Any]]) -> list[Task]:
+def copy_insert(store: Store, conn: Connection, rows: list[dict[str, Any]],
+                texts: list[str] | None = None) -> list[dict[str, Any]]:
     """Insert the rows whose ``task_id`` is new through ``COPY`` (PostgreSQL), in ``conn``'s
-    transaction; the tasks created, in the order given."""
+    transaction; the rows of the tasks created, in the order given. ``texts``: each row's data
+    as JSON text already (else encoded here)."""
     node = store.node_id
     store.stamp(_T, [{}])  # keeps the change versions on the store's clock
     raw: Any = conn.connection.dbapi_connection
-    dump = json.JSONEncoder(separators=(",", ":")).encode
+    encode = json.JSONEncoder(separators=(",", ":")).encode
+    known: dict[tuple[str, ...], str] = {}
+
+    def dump(value: list[str]) -> str:  # tag lists: mostly empty, mostly alike
+        key = tuple(value)
+        text = known.get(key)
+        if text is None:
+            text = known[key] = encode(value)
+        return text
+
+    datas = texts if texts is not None else [encode(r["data"]) for r in rows]
     with raw.cursor() as cur:
         cur.execute(
             "CREATE TEMP TABLE IF NOT EXISTS workflow_tasks_in (ord bigint, task_id text, "
@@ -449,21 +461,21 @@ def copy_insert(store: Store, conn: Connection, rows: list[dict[str, Any]]) -> l
                       "FROM STDIN") as copy:
             for i, row in enumerate(rows):
                 copy.write_row((i, row["task_id"], row["task_type"], row["state"],
-                                row["priority"], dump(row["data"]), dump(row["tags"]),
+                                row["priority"], datas[i], dump(row["tags"]),
                                 dump(row["required_caps"]), dump(row["preferred_caps"]),
                                 row["attempts"], row["max_attempts"], row["created_at_us"],
                                 row["updated_at_us"], row["due_at_us"]))
         cols = ", ".join(_COPY_COLUMNS)
         cur.execute(
-            f"WITH ins AS (INSERT INTO workflow_tasks AS t ({cols}, origin_node, change_version) "
+            f"INSERT INTO workflow_tasks AS t ({cols}, origin_node, change_version) "
             f"SELECT {cols}, %(node)s, nextval('workflow_tasks_change_version_seq') "
             "FROM workflow_tasks_in ORDER BY ord "
-            "ON CONFLICT (task_id) DO NOTHING RETURNING t.task_id) "
-            "SELECT i.ord FROM ins JOIN (SELECT task_id, min(ord) AS ord FROM workflow_tasks_in "
-            "GROUP BY task_id) AS i USING (task_id) ORDER BY i.ord",
-            {"node": node})
-        # the rows as given are the rows stored: no need to read them back
-        created = [Task._from_values([rows[ord_].get(c) for c in COLUMNS])
-                   for (ord_,) in cur.fetchall()]
+            "ON CONFLICT (task_id) DO NOTHING RETURNING t.task_id", {"node": node})
+        # the rows as given are the rows stored: no need to read them back. An id given twice
+        # was inserted from its first row (the rows go in in order; the later ones conflict)
+        first: dict[str, int] = {}
+        for i, row in enumerate(rows):
+            first.setdefault(row["task_id"], i)
+        created = [rows[i] for i in sorted(first[task_id] for (task_id,) in cur.fetchall())]
         cur.execute("DROP TABLE workflow_tasks_in")
     return created

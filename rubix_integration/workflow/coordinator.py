@@ -43,8 +43,14 @@ Task states::
   revived by :meth:`WorkflowCoordinator.resubmit_task`.
 - **Idempotent submit.** Submitting an existing ``task_id`` with the same type, data, priority
   and tags returns the stored task unchanged; different content raises ``TaskConflictError``.
-- Every state change is appended to the provenance log (type ``task_state``) in the same
-  transaction, and announced through the ``task_state_changed`` hook after commit.
+- Every state change is appended to the provenance log in the same transaction, and announced
+  through the ``task_state_changed`` hook after commit. A change of one task is one record of
+  type ``task_state``; an operation that changes several at once (a batch claim, a batch of
+  results, a bulk submit, the sweep) is one record of type ``task_states`` per 1,000 tasks,
+  holding their ids, types, old states, attempts, workers and, for completions, the CID of each
+  result as lists in the tasks' order (:func:`.states.batch_record_data`). Either is a link of
+  the hash chain like any other record (``verify_provenance`` checks it);
+  :func:`.states.expand` turns a record of either type into the per-task changes it states.
 - Payloads (``data`` and ``result``) are JSON (DAG-JSON: bytes and CIDs allowed) of at most
   :data:`MAX_PAYLOAD_BYTES` encoded.
 
@@ -53,9 +59,11 @@ checkout, so no liveness ping per call; one found lost before ``COMMIT`` was sen
 the call run again once). A submit is one statement (the task, its record and the wake-up
 notification; one round trip when the id is new). A claim and a completion take two round trips
 each, provenance included (see :mod:`~._pgfast`): ``BEGIN`` and the change, then the records and
-``COMMIT``, each pair sent as one pipeline. A bulk submit goes through ``COPY``. Once a second a
-claim also sweeps expired leases and the store moves the change-version sequence up to its clock
-(a few more round trips, shared by all the calls of that second).
+``COMMIT``, each pair sent as one pipeline; :meth:`WorkflowCoordinator.complete_and_claim`
+(what a batch worker calls between batches) reports results and claims the next batch in one
+such transaction. A bulk submit goes through ``COPY``, its payloads checked together. Once a
+second a claim also sweeps expired leases and the store moves the change-version sequence up to
+its clock (a few more round trips, shared by all the calls of that second).
 
 Wake-ups and due times: a submit notifies waiting workers (``LISTEN``/``NOTIFY`` on PostgreSQL,
 see :class:`~.worker.Worker`); ``run_at``/``delay`` hold a task back until then; periodic tasks
@@ -109,6 +117,11 @@ log = logging.getLogger("rubix_integration.workflow")
 
 #: From this many tasks on, a bulk submit on PostgreSQL goes through ``COPY``.
 COPY_FROM = 16
+
+
+def _type_of(created: Any) -> str:
+    """The task type of a created task (a :class:`Task` or its row)."""
+    return str(created.task_type if isinstance(created, Task) else created["task_type"])
 
 
 def _connection_of(connection: Connection | Session) -> Connection:
@@ -219,6 +232,47 @@ class WorkflowCoordinator:
     def _record(rec: Recording, task: Task, old_state: str | None,
                 result_cid: str | None = None, *, forced: bool = False) -> None:
         rec.add("task_state", states.record_data(task, old_state, result_cid, forced=forced))
+
+    @classmethod
+    def _record_many(cls, rec: Recording, changes: Sequence[tuple[Task, str | None]],
+                     result_cids: Sequence[str] | None = None, *, forced: bool = False) -> None:
+        """Record one operation's changes: a ``task_state`` record for one task, one
+        ``task_states`` record (:func:`.states.batch_record_data`) per
+        :data:`~.states.BATCH_CHUNK` tasks for several."""
+        if len(changes) == 1:
+            task, old_state = changes[0]
+            cls._record(rec, task, old_state, result_cids[0] if result_cids else None,
+                        forced=forced)
+            return
+        for at in range(0, len(changes), states.BATCH_CHUNK):
+            part = changes[at:at + states.BATCH_CHUNK]
+            rec.add(states.BATCH_RECORD, states.batch_record_data(
+                part[0][0].state, [t.task_id for t, _ in part], [t.task_type for t, _ in part],
+                [o for _, o in part], [t.attempts for t, _ in part],
+                [t.worker_id for t, _ in part],
+                None if result_cids is None else result_cids[at:at + states.BATCH_CHUNK],
+                forced=forced))
+
+    def _record_rows(self, rec: Recording, created: Sequence[Any]) -> None:
+        """Record the submit of the new tasks ``created`` (each a :class:`Task` or its row as
+        stored) as one operation."""
+        if len(created) == 1:
+            first = created[0]
+            task = (first if isinstance(first, Task)
+                    else Task._from_values([first.get(c) for c in COLUMNS]))
+            self._record(rec, task, None)
+            return
+        rows = [vars(r) if isinstance(r, Task) else r for r in created]
+        for at in range(0, len(rows), states.BATCH_CHUNK):
+            part = rows[at:at + states.BATCH_CHUNK]
+            rec.add(states.BATCH_RECORD, states.batch_record_data(
+                "pending", [r["task_id"] for r in part], [r["task_type"] for r in part],
+                [None] * len(part), [r["attempts"] for r in part]))
+
+    def _announcing(self) -> bool:
+        """Whether anything listens to ``task_state_changed``."""
+        notify, listening = self._notify, self._listening
+        return notify is not None and (listening is None or listening("task_state_changed"))
 
     def _announce(self, events: Sequence[tuple[Task, str | None]]) -> None:
         notify, listening = self._notify, self._listening
@@ -406,15 +460,8 @@ class WorkflowCoordinator:
         Ids that exist already are skipped. On PostgreSQL the rows go in through ``COPY``.
         ``connection``: as for :meth:`submit_task`, the caller's own transaction.
         """
-        now = self._now()
-        rows = []
-        for t in tasks:
-            row = validate.new_row(t["task_id"], t["task_type"], t.get("data"),
-                                   t.get("priority", 0), t.get("tags"), t.get("max_attempts"),
-                                   self.max_attempts, now)
-            row["due_at_us"] = validate.due_time(t.get("run_at"), t.get("delay"), now)
-            rows.append(row)
-        return len(self._insert(rows, connection=connection))
+        rows, texts = validate.new_rows(tasks, self.max_attempts, self._now())
+        return self._insert_count(rows, connection=connection, texts=texts)[0]
 
     def _postgres(self) -> bool:
         return self.store.engine.dialect.name == "postgresql"
@@ -457,8 +504,18 @@ class WorkflowCoordinator:
 
     def _insert(self, rows: list[dict[str, Any]], *,
                 connection: Connection | Session | None = None) -> list[Task]:
+        """Insert the new tasks among ``rows`` with their records; the tasks created."""
+        return self._insert_count(rows, connection=connection, tasks=True)[1]
+
+    def _insert_count(self, rows: list[dict[str, Any]], *,
+                      connection: Connection | Session | None = None,
+                      tasks: bool = False,
+                      texts: list[str] | None = None) -> tuple[int, list[Task]]:
+        """Insert the new tasks among ``rows``, recorded as one operation (see
+        :meth:`_record_rows`); how many were created and, when ``tasks`` is true or the
+        ``task_state_changed`` hook listens, the tasks created."""
         if not rows:
-            return []
+            return 0, []
         store = self.store
         if connection is not None:
             conn = _connection_of(connection)
@@ -469,29 +526,33 @@ class WorkflowCoordinator:
             main = self.provenance
             own = ProvenanceLogger(store, node_id=main.node_id, clock=main.now_us)
             with own.recording() as rec:
-                created = self._insert_on(store, conn, rows)
-                for task in created:
-                    self._record(rec, task, None)
+                created = self._insert_on(store, conn, rows, texts)
+                self._record_rows(rec, created)
                 rec.flush(conn)
-            # the hook fires now; the task exists once the caller commits
-            self._announce([(t, None) for t in created])
-            return created
-        with self.provenance.recording() as rec, store.transaction() as conn:
-            created = self._insert_on(store, conn, rows)
-            for task in created:
-                self._record(rec, task, None)
-            rec.flush(conn)
-        self._announce([(t, None) for t in created])
-        return created
+        else:
+            with self.provenance.recording() as rec, store.transaction() as conn:
+                created = self._insert_on(store, conn, rows, texts)
+                self._record_rows(rec, created)
+                rec.flush(conn)
+        out: list[Task] = []
+        if tasks or self._announcing():
+            out = [r if isinstance(r, Task) else Task._from_values([r.get(c) for c in COLUMNS])
+                   for r in created]
+            # with a connection the hook fires now; the task exists once the caller commits
+            self._announce([(t, None) for t in out])
+        return len(created), out
 
-    def _insert_on(self, store: Store, conn: Connection,
-                   rows: list[dict[str, Any]]) -> list[Task]:
-        """Insert ``rows`` (new ids only) in ``conn``'s transaction, waking workers on commit."""
+    def _insert_on(self, store: Store, conn: Connection, rows: list[dict[str, Any]],
+                   texts: list[str] | None = None) -> list[Any]:
+        """Insert ``rows`` (new ids only; ``texts``: their data as DAG-JSON text, if known) in
+        ``conn``'s transaction, waking workers on commit; the created tasks, as :class:`Task`
+        or as their given row."""
         if conn.dialect.name != "postgresql":
             return _sql.insert(store, conn, rows)
-        created = (_sql.copy_insert(store, conn, rows) if len(rows) >= COPY_FROM
-                   else _sql.insert(store, conn, rows))
-        for task_type in sorted({t.task_type for t in created}):
+        created: list[Any] = (_sql.copy_insert(store, conn, rows, texts)
+                              if len(rows) >= COPY_FROM
+                              else _sql.insert(store, conn, rows))
+        for task_type in sorted({_type_of(t) for t in created}):
             conn.exec_driver_sql("SELECT pg_notify(%(c)s, %(t)s)",
                                  {"c": _pgfast.CHANNEL, "t": task_type})
         return created
@@ -530,6 +591,35 @@ class WorkflowCoordinator:
         :class:`~.worker.Worker` does) and release those it will not run. An empty list when
         nothing is claimable.
         """
+        claim = self._claim_params(worker_id, capabilities, limit, task_types)
+        if claim is None:
+            return []
+        params, caps, types = claim
+        store = self.store
+        if self._postgres():
+            claimed = self._claim_pg(params, caps, types)
+            self._leases.remember([task for task, _ in claimed])
+            self._announce(claimed)
+            return [task for task, _ in claimed]
+
+        params["tokens"] = [secrets.token_hex(16) for _ in range(params["limit"])]
+
+        def body(conn: Connection, rec: Recording) -> list[tuple[Task, str]]:
+            claimed = _sql.claim(store, conn, params, caps, types)
+            claimed.sort(key=lambda c: (-c[0].priority, c[0].created_at_us, c[0].task_id))
+            self._record_many(rec, claimed)
+            return claimed
+
+        claimed = self._tx.run(body)
+        self._leases.remember([task for task, _ in claimed])
+        self._announce(claimed)
+        return [task for task, _ in claimed]
+
+    def _claim_params(self, worker_id: str, capabilities: Iterable[str] | str | None,
+                      limit: int, task_types: Iterable[str] | None,
+                      ) -> tuple[dict[str, Any], tuple[str, ...], list[str] | None] | None:
+        """A claim's arguments checked, and its statement's parameters (``None``: no task
+        type asked for, nothing to claim); sweeps expired leases (see :meth:`_sweep`)."""
         validate.text(worker_id, "worker_id", 255)
         limit = validate.check_batch(limit)
         try:
@@ -541,34 +631,51 @@ class WorkflowCoordinator:
         types = (sorted({validate.text(t, "task_types", 200) for t in task_types})
                  if task_types is not None else None)
         if types is not None and not types:
-            return []
+            return None
         self._sweep()
         now = self._now()
         params: dict[str, Any] = {
             "now": now, "worker": worker_id, "exp": now + int(self.lease_seconds * 1_000_000),
             "pref_cutoff": now - int(self.preferred_wait * 1_000_000),
             "node": self.provenance.node_id, "limit": limit, "caps": json.dumps(list(caps)),
-            "tokens": [secrets.token_hex(16) for _ in range(limit)],
             "limits": dict(self._limits),
         }
-        store = self.store
-        if self._postgres():
-            claimed = self._claim_pg(params, caps, types)
-            self._leases.remember([task for task, _ in claimed])
-            self._announce(claimed)
-            return [task for task, _ in claimed]
+        return params, caps, types
 
-        def body(conn: Connection, rec: Recording) -> list[tuple[Task, str]]:
-            claimed = _sql.claim(store, conn, params, caps, types)
-            claimed.sort(key=lambda c: (-c[0].priority, c[0].created_at_us, c[0].task_id))
-            for task, old_state in claimed:
-                self._record(rec, task, old_state)
-            return claimed
+    def complete_and_claim(
+        self,
+        results: Iterable[Mapping[str, Any]],
+        worker_id: str,
+        capabilities: Iterable[str] | str | None = (),
+        *,
+        limit: int,
+        task_types: Iterable[str] | None = None,
+    ) -> tuple[list[Task | RubixError], list[Task]]:
+        """Report ``results`` as :meth:`complete_tasks` does (fenced on ``worker_id`` too), then
+        claim up to ``limit`` tasks as :meth:`get_next_tasks` does: the outcomes of the results
+        in the order given, and the tasks claimed.
 
-        claimed = self._tx.run(body)
+        On PostgreSQL both happen in one transaction (one commit, two round trips; a batch
+        worker's step from one batch to the next); elsewhere one after the other.
+        """
+        entries = list(results)
+        if not entries or not self._postgres():
+            outcomes = self.complete_tasks(entries, worker_id=worker_id) if entries else []
+            return outcomes, self.get_next_tasks(worker_id, capabilities, limit=limit,
+                                                 task_types=task_types)
+        items = self._result_items(entries, False)
+        claim = self._claim_params(worker_id, capabilities, limit, task_types)
+        valid = [i for i in items if isinstance(i, validate.Result)]
+        if claim is None or not valid:
+            return (self.complete_tasks(entries, worker_id=worker_id),
+                    self.get_next_tasks(worker_id, capabilities, limit=limit,
+                                        task_types=task_types))
+        claimed: list[tuple[Task, str]] = []
+        done = iter(self._complete(valid, worker_id, False, claim=claim, claimed=claimed))
+        outcomes = [next(done) if isinstance(i, validate.Result) else i for i in items]
         self._leases.remember([task for task, _ in claimed])
         self._announce(claimed)
-        return [task for task, _ in claimed]
+        return outcomes, [task for task, _ in claimed]
 
     def _claim_pg(self, params: dict[str, Any], caps: tuple[str, ...],
                   types: list[str] | None) -> list[tuple[Task, str]]:
@@ -583,8 +690,7 @@ class WorkflowCoordinator:
                     claimed = [(Task._from_values(r), str(r[-1])) for r in rows]
                     claimed.sort(key=lambda c: (-c[0].priority, c[0].created_at_us,
                                                 c[0].task_id))
-                    for task, old_state in claimed:
-                        self._record(rec, task, old_state)
+                    self._record_many(rec, claimed)
                     return [_pgfast.record_insert(rec)], claimed
 
                 _, claimed, _ = _pgfast.transact(
@@ -607,8 +713,8 @@ class WorkflowCoordinator:
             events: list[tuple[Task, str | None]] = []
             for task_id in _sql.expired(store, conn, now):
                 task = _sql.update(store, conn, task_id, states.lease_expired(now))
-                self._record(rec, task, "running")
                 events.append((task, "running"))
+            self._record_many(rec, events)
             return events
 
         self._announce(self._tx.run(body))
@@ -675,6 +781,18 @@ class WorkflowCoordinator:
             raise InvalidDataError(f"at most {MAX_BATCH} results at a time, not {len(entries)}",
                                    path="results")
         worker_id = validate.worker_id(worker_id)
+        items = self._result_items(entries, force)
+        valid = [i for i in items if isinstance(i, validate.Result)]
+        done = iter(self._complete(valid, worker_id, force)) if valid else iter(())
+        return [next(done) if isinstance(i, validate.Result) else i for i in items]
+
+    def _result_items(self, entries: list[Any],
+                      force: bool) -> list[validate.Result | RubixError]:
+        """The results of :meth:`complete_tasks` checked: each ready to store, or the error
+        that refuses it (``InvalidDataError`` for a task id given twice)."""
+        if len(entries) > MAX_BATCH:
+            raise InvalidDataError(f"at most {MAX_BATCH} results at a time, not {len(entries)}",
+                                   path="results")
         items: list[validate.Result | RubixError] = []
         for entry in entries:
             try:
@@ -691,15 +809,18 @@ class WorkflowCoordinator:
         valid = [i for i in items if isinstance(i, validate.Result)]
         if len({i.task_id for i in valid}) != len(valid):
             raise InvalidDataError("a task_id appears twice among the results", path="task_id")
-        done = iter(self._complete(valid, worker_id, force)) if valid else iter(())
-        return [next(done) if isinstance(i, validate.Result) else i for i in items]
+        return items
 
     def _complete(self, items: list[validate.Result], worker_id: str | None,
-                  force: bool) -> list[Task | RubixError]:
+                  force: bool, *,
+                  claim: tuple[dict[str, Any], tuple[str, ...], list[str] | None] | None = None,
+                  claimed: list[tuple[Task, str]] | None = None) -> list[Task | RubixError]:
         """Complete ``items`` in one transaction; per item the task or the refusal.
 
         An item without a lease token is accepted only with ``force``; the others go to
-        :func:`.states.refusals`, which says why.
+        :func:`.states.refusals`, which says why. ``claim`` (PostgreSQL only: what
+        :meth:`_claim_params` gave): claim in the same transaction too, the tasks claimed (and
+        the state each was in) added to ``claimed``.
         """
         now = self._now()
         sendable = [i for i in items if force or i.lease_token is not None]
@@ -712,17 +833,15 @@ class WorkflowCoordinator:
                 accepted = _sql.accept(store, conn, sendable, fence_worker, now,
                                        self.provenance.node_id)
             outcome: dict[str, Task | RubixError] = dict(accepted)
-            for item in items:  # records in the order given
-                task = accepted.get(item.task_id)
-                if task is not None:
-                    self._record(rec, task, "running", item.cid, forced=force)
+            self._record_accepted(rec, items, accepted, force)
             refused = [i for i in items if i.task_id not in accepted]
             if refused:
                 found = _sql.holders(conn, [i.task_id for i in refused])
                 outcome.update(states.refusals(found, refused, worker_id, force))
             return outcome
 
-        outcome = (self._complete_pg(items, sendable, fence_worker, worker_id, force, now)
+        outcome = (self._complete_pg(items, sendable, fence_worker, worker_id, force, now,
+                                     claim, claimed)
                    if self._postgres() else self._tx.run(body))
         for item in items:
             result = outcome[item.task_id]
@@ -735,31 +854,50 @@ class WorkflowCoordinator:
                         if isinstance(t := outcome[i.task_id], Task)])
         return [outcome[i.task_id] for i in items]
 
+    def _record_accepted(self, rec: Recording, items: list[validate.Result],
+                         accepted: Mapping[str, Task], force: bool) -> None:
+        """Record the accepted ``items`` (in the order given) as one operation."""
+        taken = [i for i in items if i.task_id in accepted]
+        self._record_many(rec, [(accepted[i.task_id], "running") for i in taken],
+                          [i.cid for i in taken], forced=force)
+
     def _complete_pg(self, items: list[validate.Result], sendable: list[validate.Result],
-                     fence_worker: str | None, worker_id: str | None, force: bool,
-                     now: int) -> dict[str, Task | RubixError]:
-        """Accept and record in two round trips (see :mod:`._pgfast`)."""
+                     fence_worker: str | None, worker_id: str | None, force: bool, now: int,
+                     claim: tuple[dict[str, Any], tuple[str, ...], list[str] | None] | None,
+                     claimed: list[tuple[Task, str]] | None,
+                     ) -> dict[str, Task | RubixError]:
+        """Accept and record (and claim, with ``claim``) in two round trips (see
+        :mod:`._pgfast`)."""
         self.store.stamp(_sql._T, [{}])  # keeps the change versions on the store's clock
         sql, args = _sql.accept_pg(sendable, fence_worker, now, self.provenance.node_id)
         if not sendable:  # nothing may be accepted: only say why
             sql, args = "SELECT 1 WHERE false", {}
+        also = None if claim is None else _sql.claim_pg(*claim)
+        before = (_sql.LIMITS_LOCK_PG,) if claim is not None and claim[0]["limits"] else ()
 
         def body(conn: Connection, committing: list[bool]) -> dict[str, Task | RubixError]:
             with self.provenance.recording() as rec:
                 def follow(rows: list[tuple[Any, ...]]) -> tuple[_pgfast.Followup,
                                                                  dict[str, Task]]:
                     accepted = {str(r[0]): Task._from_values(r) for r in rows}
-                    for item in items:  # records in the order given
-                        task = accepted.get(item.task_id)
-                        if task is not None:
-                            self._record(rec, task, "running", item.cid, forced=force)
+                    self._record_accepted(rec, items, accepted, force)
+                    if also_rows and claimed is not None:  # the claim made in the same pipeline
+                        taken = [(Task._from_values(r), str(r[-1])) for r in also_rows[0]]
+                        taken.sort(key=lambda c: (-c[0].priority, c[0].created_at_us,
+                                                  c[0].task_id))
+                        self._record_many(rec, taken)
+                        claimed.extend(taken)
                     follow_up: _pgfast.Followup = [_pgfast.record_insert(rec)]
                     refused = [i.task_id for i in items if i.task_id not in accepted]
                     if refused:
                         follow_up.append((_sql.HOLDERS_PG, (json.dumps(refused),)))
                     return follow_up, accepted
 
-                _, accepted, results = _pgfast.transact(conn, sql, args, follow, committing)
+                also_rows: list[list[tuple[Any, ...]]] = []
+                if claimed is not None:
+                    claimed.clear()  # a run again after a lost connection starts afresh
+                _, accepted, results = _pgfast.transact(conn, sql, args, follow, committing,
+                                                        before, also, also_rows)
             outcome: dict[str, Task | RubixError] = dict(accepted)
             refused = [i for i in items if i.task_id not in accepted]
             if refused:

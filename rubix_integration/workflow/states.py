@@ -21,12 +21,16 @@ from rubix_integration.workflow.task import Task
 
 __all__ = [
     "ACTIVE",
+    "BATCH_CHUNK",
+    "BATCH_RECORD",
     "FINISHED",
     "STATES",
     "Holder",
+    "batch_record_data",
     "cancelled",
     "check_holder",
     "completed",
+    "expand",
     "failed",
     "lease_expired",
     "record_data",
@@ -38,6 +42,11 @@ __all__ = [
 STATES = ("pending", "running", "retry_wait", "completed", "dead", "cancelled")
 ACTIVE = ("pending", "running", "retry_wait")
 FINISHED = ("completed", "dead", "cancelled")
+#: The type of the provenance record of one operation on several tasks (see
+#: :func:`batch_record_data`); a change of one task is recorded as ``task_state``.
+BATCH_RECORD = "task_states"
+#: Most tasks one ``task_states`` record names (a bulk submit of more writes several).
+BATCH_CHUNK = 1000
 #: Why the sweep made a task dead.
 LEASE_EXPIRED = "lease expired on the last attempt"
 
@@ -181,3 +190,56 @@ def record_data(task: Task, old_state: str | None, result_cid: str | None = None
     if task.error is not None and task.state in ("retry_wait", "dead"):
         data["error"] = task.error[:500]
     return data
+
+
+def batch_record_data(new_state: str, task_ids: Sequence[str], task_types: Sequence[str],
+                      old_states: Sequence[str | None], attempts: Sequence[int],
+                      worker_ids: Sequence[str | None] | None = None,
+                      result_cids: Sequence[str] | None = None, *,
+                      forced: bool = False) -> dict[str, Any]:
+    """The provenance record (``task_states``) of one operation that moved several tasks to
+    ``new_state`` together (a batch claim, completion or submit).
+
+    The per-task fields of :func:`record_data` become lists in the tasks' order (``task_ids``,
+    ``task_types``, ``old_states``, ``attempts``; ``worker_ids`` when a worker holds them;
+    ``results``, the CIDs of the accepted results as text, for completions). :func:`expand`
+    gives back exactly the records :func:`record_data` would have made, one per task.
+    """
+    data: dict[str, Any] = {
+        "new_state": new_state, "task_ids": list(task_ids), "task_types": list(task_types),
+        "old_states": list(old_states), "attempts": list(attempts),
+    }
+    if worker_ids is not None and any(w is not None for w in worker_ids):
+        data["worker_ids"] = list(worker_ids)
+    if forced:
+        data["forced"] = True
+    if result_cids is not None:
+        # as text: plain JSON that the fast encoder takes (expand() makes them links again)
+        data["results"] = list(result_cids)
+    return data
+
+
+def expand(record_type: str, data: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The per-task changes a workflow provenance record states, each as :func:`record_data`
+    gives it: one for a ``task_state`` record, one per task for a ``task_states`` record, none
+    for a record of another type."""
+    if record_type == "task_state":
+        return [dict(data)]
+    if record_type != BATCH_RECORD:
+        return []
+    out = []
+    workers = data.get("worker_ids")
+    results = data.get("results")
+    for i, task_id in enumerate(data["task_ids"]):
+        one: dict[str, Any] = {
+            "task_id": task_id, "task_type": data["task_types"][i],
+            "old_state": data["old_states"][i], "new_state": data["new_state"],
+            "attempt": data["attempts"][i]}
+        if workers is not None and workers[i] is not None:
+            one["worker_id"] = workers[i]
+        if data.get("forced"):
+            one["forced"] = True
+        if results is not None:
+            one["result"] = parse_cid(results[i])
+        out.append(one)
+    return out

@@ -31,7 +31,9 @@ __all__ = [
     "lease_token",
     "message",
     "new_row",
+    "new_rows",
     "payload",
+    "payloads",
     "result_item",
     "shown",
     "task_id",
@@ -69,6 +71,33 @@ def encoded_payload(value: Any, what: str) -> bytes:
 def payload(value: Any, what: str) -> Any:
     """``value`` in its stored JSON form (checked as :func:`encoded_payload` checks it)."""
     return json.loads(encoded_payload(value, what))
+
+
+def payloads(values: list[Any], what: str) -> list[tuple[str, Any]]:
+    """Each of ``values`` as :func:`payload` checks it: its DAG-JSON text and its stored JSON
+    form, checked together (one encoding and one reading back for the lot when every value is
+    plain JSON, as bulk submits mostly are; else one by one, with the same errors)."""
+    try:
+        texts = [dagjson._c_encode(v) for v in values]
+        joined = "[" + ",".join(texts) + "]"
+        # the checks encode_plain makes, on all the texts at once
+        if not (dagjson._exponent_in(joined) or "-0.0" in joined or '"/"' in joined
+                or "\\u0000" in joined):
+            plain = dagjson._read_back(joined)
+            if (plain == values
+                    and all(len(t) * 4 <= MAX_PAYLOAD_BYTES
+                            or len(t.encode("utf-8")) <= MAX_PAYLOAD_BYTES for t in texts)
+                    and all(t.count("{") + t.count("[") <= dagjson.MAX_DEPTH
+                            or dagjson._within_depth(p) for t, p in zip(texts, plain,
+                                                                        strict=True))):
+                return list(zip(texts, plain, strict=True))
+    except (TypeError, ValueError, RecursionError):  # not plain JSON: one by one below
+        pass
+    out = []
+    for value in values:
+        encoded = encoded_payload(value, what)
+        out.append((encoded.decode("utf-8"), json.loads(encoded)))
+    return out
 
 
 def shown(value: object) -> str:
@@ -147,6 +176,13 @@ def new_row(task_id_: str, task_type: str, data: Any, priority: int,
             tags: Iterable[str] | None, max_attempts: int | None, default_attempts: int,
             now: int) -> dict[str, Any]:
     """The stored row of a new pending task, its arguments checked."""
+    return _row(task_id_, task_type, payload(data, "data"), priority, tags, max_attempts,
+                default_attempts, now)
+
+
+def _row(task_id_: str, task_type: str, plain_data: Any, priority: int,
+         tags: Iterable[str] | None, max_attempts: int | None, default_attempts: int,
+         now: int) -> dict[str, Any]:
     task_id(task_id_)
     text(task_type, "task_type", 200)
     integer(priority, "priority", *INT32)
@@ -158,7 +194,7 @@ def new_row(task_id_: str, task_type: str, data: Any, priority: int,
         raise InvalidDataError(str(exc), path="tags") from exc
     return {
         "task_id": task_id_, "task_type": task_type, "state": "pending",
-        "priority": priority, "data": payload(data, "data"), "tags": list(tagset.tags),
+        "priority": priority, "data": plain_data, "tags": list(tagset.tags),
         "required_caps": list(tagset.required), "preferred_caps": list(tagset.preferred),
         "attempts": 0, "max_attempts": attempts, "created_at_us": now,
         "updated_at_us": now, "due_at_us": now,
@@ -195,3 +231,28 @@ def due_time(run_at: Any, delay: Any, now: int) -> int:
     if not 0 <= seconds < 2 ** 62 / 1_000_000:
         raise InvalidDataError(f"run_at out of range: {shown(run_at)}", path="run_at")
     return int(seconds * 1_000_000)
+
+
+def new_rows(tasks: Iterable[Any], default_attempts: int,
+             now: int) -> tuple[list[dict[str, Any]], list[str]]:
+    """The stored rows of new pending tasks (mappings with :meth:`submit_task`'s arguments as
+    keys), each checked as :func:`new_row` and :func:`due_time` check it, and the DAG-JSON text
+    of each row's ``data`` (the payloads checked together, see :func:`payloads`)."""
+    from collections.abc import Mapping
+
+    rows: list[dict[str, Any]] = []
+    datas: list[Any] = []
+    for t in tasks:
+        if not isinstance(t, Mapping):
+            raise InvalidDataError(f"each task must be a mapping, not {shown(t)}",
+                                   path="tasks")
+        row = _row(t["task_id"], t["task_type"], None, t.get("priority", 0), t.get("tags"),
+                   t.get("max_attempts"), default_attempts, now)
+        row["due_at_us"] = due_time(t.get("run_at"), t.get("delay"), now)
+        rows.append(row)
+        datas.append(t.get("data"))
+    texts = []
+    for row, (data_text, plain) in zip(rows, payloads(datas, "data"), strict=True):
+        row["data"] = plain
+        texts.append(data_text)
+    return rows, texts

@@ -9,9 +9,11 @@ and report, then returns. A second Ctrl-C interrupts the handler; the task is re
 ``pending``, the attempt not counted) before the loop returns.
 
 Batches (``batch_size`` > 1, for many short tasks): the worker claims up to that many tasks in
-one transaction, runs them one after the other, and reports their results together in one
-transaction once the batch is run (or before the next task starts, when a result has waited
-:data:`REPORT_AFTER` seconds). Leases:
+one transaction, runs them one after the other, and reports their results together once the
+batch is run, in the transaction that claims the next batch
+(:meth:`~.coordinator.WorkflowCoordinator.complete_and_claim`: one commit per batch on
+PostgreSQL), or on their own before the next task starts when a result has waited
+:data:`REPORT_AFTER` seconds, and when the worker stops. Leases:
 
 - every task of the batch is leased from the claim, and counted as an attempt then;
 - while the worker holds a task (running it, waiting for its turn, or holding its result for the
@@ -239,6 +241,7 @@ class Worker:
                                 name=f"heartbeat-{self.worker_id}", daemon=True)
         beat.start()
         listener = self._listener(types)
+        pending: list[tuple[Task, Any]] = []  # the last batch's results, not reported yet
         try:
             with self.coordinator.keep_connection():
                 while not self._stop.is_set():
@@ -249,8 +252,15 @@ class Worker:
                         want = min(want, max_tasks - self.stats.claimed)
                         if want <= 0:
                             break
-                    tasks = self.coordinator.get_next_tasks(
-                        self.worker_id, self.capabilities, limit=want, task_types=types)
+                    if pending:  # reported with the next claim: one transaction
+                        outcomes, tasks = self.coordinator.complete_and_claim(
+                            self._results(pending), self.worker_id, self.capabilities,
+                            limit=want, task_types=types)
+                        reported, pending = pending, []
+                        self._reported(reported, outcomes)
+                    else:
+                        tasks = self.coordinator.get_next_tasks(
+                            self.worker_id, self.capabilities, limit=want, task_types=types)
                     if not tasks:
                         now = time.monotonic()
                         idle_since = idle_since if idle_since is not None else now
@@ -267,8 +277,16 @@ class Worker:
                     from rubix_integration.workflow.metrics import observe_claims
 
                     observe_claims(tasks)
-                    self._run_batch(tasks)
+                    pending = self._run_batch(tasks)
+            self._report(pending)
+            pending = []
         finally:
+            if pending:  # interrupted between batches: report what is done, if the store can
+                try:
+                    self._report(pending)
+                except Exception as exc:  # the leases run out and the tasks run again
+                    log.warning("%s: results of %d tasks not reported: %s", self.worker_id,
+                                len(pending), exc)
             if listener is not None:
                 listener.stop()
                 self.listening.clear()
@@ -278,7 +296,9 @@ class Worker:
 
     # --- one batch -----------------------------------------------------------------------------
 
-    def _run_batch(self, tasks: list[Task]) -> None:
+    def _run_batch(self, tasks: list[Task]) -> list[tuple[Task, Any]]:
+        """Run ``tasks``; the results not reported yet (the caller reports them with its next
+        claim), or none when the worker stops or lost a task (reported here then)."""
         next_beat = time.monotonic() + self.heartbeat_interval
         with self._held_lock:
             self._held = {t.task_id: _Held(t, next_beat) for t in tasks}
@@ -304,7 +324,9 @@ class Worker:
                     if not pending:
                         waiting_since = time.monotonic()
                     pending.append((task, outcome))
-            self._report(pending)
+            if self._stop.is_set() or len(started) < len(tasks):
+                self._report(pending)
+                pending = []
         except KeyboardInterrupt:
             self._release_unstarted(started)
             raise
@@ -314,6 +336,7 @@ class Worker:
                 self._held = {}
             raise
         self._release_unstarted(started)
+        return pending
 
     def _release_unstarted(self, started: set[str]) -> None:
         """Give the tasks of the batch that were not started back to the queue."""
@@ -370,13 +393,21 @@ class Worker:
         with self._held_lock:
             self._held.pop(task.task_id, None)
 
+    @staticmethod
+    def _results(pending: list[tuple[Task, Any]]) -> list[dict[str, Any]]:
+        return [{"task_id": t.task_id, "result": r, "lease_token": t.lease_token}
+                for t, r in pending]
+
     def _report(self, pending: list[tuple[Task, Any]]) -> None:
         """Report the results of ``pending`` in one transaction."""
         if not pending:
             return
-        outcomes = self.coordinator.complete_tasks(
-            [{"task_id": t.task_id, "result": r, "lease_token": t.lease_token}
-             for t, r in pending], worker_id=self.worker_id)
+        outcomes = self.coordinator.complete_tasks(self._results(pending),
+                                                   worker_id=self.worker_id)
+        self._reported(pending, outcomes)
+
+    def _reported(self, pending: list[tuple[Task, Any]], outcomes: list[Any]) -> None:
+        """Account for the ``outcomes`` of reporting ``pending``."""
         for (task, _), outcome in zip(pending, outcomes, strict=True):
             self._drop(task)
             if isinstance(outcome, InvalidDataError):  # the result cannot be stored
