@@ -30,12 +30,9 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import os
-import select
-import socket
 import statistics
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -44,6 +41,8 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+
+from rubix_integration.testing.roundtrips import RoundTripCounter
 
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,63 +78,13 @@ def libpq(url: str) -> str:
         hide_password=False)
 
 
-class Relay:
-    """Counts round trips between its clients and the server (see the module doc)."""
-
-    def __init__(self, url: str) -> None:
-        parsed = sa.engine.make_url(url)
-        self._target = (parsed.host or "127.0.0.1", parsed.port or 5432)
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.url = parsed.set(host="127.0.0.1", port=self._server.getsockname()[1]) \
-            .render_as_string(hide_password=False)
-        self.count = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        self._server.settimeout(0.2)
-        while not self._stop.is_set():
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                continue
-            upstream = socket.create_connection(self._target, timeout=5)
-            for sock in (client, upstream):  # pass small messages on at once
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            threading.Thread(target=self._relay, args=(client, upstream), daemon=True).start()
-
-    def _relay(self, client: socket.socket, upstream: socket.socket) -> None:
-        spoke = False
-        with client, upstream:
-            while not self._stop.is_set():
-                ready, _, _ = select.select([client, upstream], [], [], 0.2)
-                for sock in ready:
-                    data = sock.recv(65536)
-                    if not data:
-                        return
-                    if sock is client:
-                        upstream.sendall(data)
-                        spoke = True
-                    else:
-                        client.sendall(data)
-                        if spoke:
-                            with self._lock:
-                                self.count += 1
-                            spoke = False
-
-    def close(self) -> None:
-        self._stop.set()
-        self._server.close()
-
-
 def counted(url: str, run: Callable[[str], Any]) -> int:
     """Round trips ``run(relayed_url)`` made."""
-    relay = Relay(url)
+    relay = RoundTripCounter(url)
     try:
         run(relay.url)
         time.sleep(0.1)
-        return relay.count
+        return relay.measure()
     finally:
         relay.close()
 
@@ -197,16 +146,16 @@ def ours(url: str, args: argparse.Namespace, batch: int) -> dict[str, float]:
         manager.submit_tasks(_ours_jobs(args.rt_jobs, "r"))
     trips = (counted(url, one_process) - empty) / args.rt_jobs
 
-    relay = Relay(url)
+    relay = RoundTripCounter(url)
     try:
         with Manager(store_url=relay.url, load_plugins=()) as manager:
             manager.submit_task("warm", "bench", PAYLOAD)  # connecting, the chain's head
             time.sleep(0.1)
-            before = relay.count
+            before = relay.measure()
             for i in range(50):
                 manager.submit_task(f"s{i}", "bench", PAYLOAD)
             time.sleep(0.1)
-            single = (relay.count - before) / 50
+            single = (relay.measure() - before) / 50
     finally:
         relay.close()
     return {"drain": drained, "trips": trips, "enqueue": enqueue, "single": single}
@@ -278,11 +227,11 @@ def bare(url: str, args: argparse.Namespace, batch: int) -> dict[str, float]:
                 conn.execute("INSERT INTO bare_jobs (payload) VALUES (%s)",
                              (json.dumps(PAYLOAD),))
 
-    relay = Relay(url)
+    relay = RoundTripCounter(url)
     try:
         singles(relay.url)
         time.sleep(0.1)
-        single = (relay.count - 2) / 50  # less the connection's start-up exchanges (about 2)
+        single = (relay.measure() - 2) / 50  # less the connection's start-up exchanges (about 2)
     finally:
         relay.close()
     return {"drain": drained, "trips": trips, "enqueue": enqueue, "single": single}
@@ -311,13 +260,13 @@ def anchor(url: str, args: argparse.Namespace, system: str, batch: int) -> dict[
         return figures
 
     figures = call("--tasks", str(args.tasks))
-    relay = Relay(url)
+    relay = RoundTripCounter(url)
     try:
         def trips(n: int, measure: str) -> int:
-            before = relay.count
+            before = relay.measure()
             call("--tasks", str(n), "--measure", measure, relayed=relay.url)
             time.sleep(0.1)
-            return relay.count - before
+            return relay.measure() - before
 
         empty = trips(0, "drain")  # starting, and idling before leaving
         figures["trips"] = (trips(args.rt_jobs, "drain") - empty) / args.rt_jobs

@@ -4,8 +4,6 @@ wake-ups, cancellation reaching the handler, periodic tasks, metrics and ``tasks
 from __future__ import annotations
 
 import collections
-import select
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +17,7 @@ from click.testing import CliRunner
 from rubix_integration import Manager
 from rubix_integration.cli import cli
 from rubix_integration.errors import InvalidDataError, TaskNotFoundError, TaskStateError
+from rubix_integration.testing.roundtrips import RoundTripCounter
 from rubix_integration.workflow import Worker, WorkflowCoordinator, cancellation, cancelled
 from tests.workflow_handlers import task_changes
 
@@ -28,75 +27,10 @@ pytestmark = pytest.mark.timeout(120)
 # --- counting round trips --------------------------------------------------------------------
 
 
-class RoundTrips:
-    """A TCP relay on 127.0.0.1 in front of the PostgreSQL server that counts round trips: each
-    time the server speaks after the client did, one round trip has ended."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self._target = (host, port)
-        self._server = socket.create_server(("127.0.0.1", 0))
-        self.port = self._server.getsockname()[1]
-        self.count = 0
-        self._lock = threading.Lock()
-        self._stop = threading.Event()
-        self._threads: list[threading.Thread] = []
-        accept = threading.Thread(target=self._accept, daemon=True)
-        accept.start()
-        self._threads.append(accept)
-
-    def _accept(self) -> None:
-        self._server.settimeout(0.2)
-        while not self._stop.is_set():
-            try:
-                client, _ = self._server.accept()
-            except OSError:
-                continue
-            upstream = socket.create_connection(self._target, timeout=5)
-            for sock in (client, upstream):  # pass small messages on at once
-                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            relay = threading.Thread(target=self._relay, args=(client, upstream), daemon=True)
-            relay.start()
-            self._threads.append(relay)
-
-    def _relay(self, client: socket.socket, upstream: socket.socket) -> None:
-        client_spoke = False
-        with client, upstream:
-            while not self._stop.is_set():
-                ready, _, _ = select.select([client, upstream], [], [], 0.2)
-                for sock in ready:
-                    data = sock.recv(65536)
-                    if not data:
-                        return
-                    if sock is client:
-                        upstream.sendall(data)
-                        client_spoke = True
-                    else:
-                        client.sendall(data)
-                        if client_spoke:
-                            with self._lock:
-                                self.count += 1
-                            client_spoke = False
-
-    def measure(self) -> int:
-        with self._lock:
-            return self.count
-
-    def close(self) -> None:
-        self._stop.set()
-        self._server.close()
-        for thread in self._threads:
-            thread.join(timeout=5)
-
-
 @pytest.fixture
-def counted_url(pg_database: str) -> Iterator[tuple[str, RoundTrips]]:
-    url = sa.engine.make_url(pg_database)
-    relay = RoundTrips(url.host or "127.0.0.1", url.port or 5432)
-    try:
-        yield url.set(host="127.0.0.1", port=relay.port).render_as_string(
-            hide_password=False), relay
-    finally:
-        relay.close()
+def counted_url(pg_database: str) -> Iterator[tuple[str, RoundTripCounter]]:
+    with RoundTripCounter(pg_database) as relay:
+        yield relay.url, relay
 
 
 def _quiet_upkeep(manager: Manager) -> None:
@@ -107,7 +41,7 @@ def _quiet_upkeep(manager: Manager) -> None:
     manager.store.store_clock._synced["workflow_tasks_change_version_seq"] = later
 
 
-def _trips(relay: RoundTrips, call: Any) -> tuple[Any, int]:
+def _trips(relay: RoundTripCounter, call: Any) -> tuple[Any, int]:
     time.sleep(0.05)  # nothing in flight
     before = relay.measure()
     out = call()
@@ -117,7 +51,7 @@ def _trips(relay: RoundTrips, call: Any) -> tuple[Any, int]:
 
 @pytest.mark.postgres
 def test_round_trips_of_submit_claim_and_complete_on_postgresql(
-        counted_url: tuple[str, RoundTrips]) -> None:
+        counted_url: tuple[str, RoundTripCounter]) -> None:
     url, relay = counted_url
     with Manager(store_url=url, load_plugins=()) as manager:
         wf = manager.workflow
@@ -157,7 +91,7 @@ def test_round_trips_of_submit_claim_and_complete_on_postgresql(
 
 @pytest.mark.postgres
 def test_a_refused_completion_says_why_in_the_same_round_trips(
-        counted_url: tuple[str, RoundTrips]) -> None:
+        counted_url: tuple[str, RoundTripCounter]) -> None:
     url, relay = counted_url
     with Manager(store_url=url, load_plugins=()) as manager:
         wf = manager.workflow

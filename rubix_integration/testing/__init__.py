@@ -3,7 +3,8 @@
 Subclass :class:`~rubix_integration.testing.ipfs_contract.IPFSBackendContract` or
 :class:`~rubix_integration.testing.store_contract.StoreContract` in a test module, name the backend
 and provide one fixture that builds it; every test of the suite then runs on that backend. The
-built-in backends are tested with the same classes.
+built-in backends are tested with the same classes. :mod:`.roundtrips` counts the round trips a
+client makes to a server (the workflow's tests and benchmark use it).
 
 This package needs pytest and is imported only by tests: ``import rubix_integration`` never loads
 it, and its names are not part of ``rubix_integration.__all__``.
