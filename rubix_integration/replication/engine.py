@@ -391,11 +391,7 @@ class Replicator:
                     CHECKPOINT_TABLE.c.peer_id == peer[:64],
                     CHECKPOINT_TABLE.c.table_name == table)).scalar()
                 result.cursor = max(int(prior or 0), cursor) if not result.refused else cursor
-                self._cursors[(peer, table)] = result.cursor
-                self.store.upsert(CHECKPOINT_TABLE, [{
-                    "peer_id": peer[:64], "table_name": table, "cursor": result.cursor,
-                    "acked": 0, "acked_at": None, "updated_at": _now()}],
-                    update=["cursor", "updated_at"], connection=conn)
+                self._save_cursor(conn, peer, table, result.cursor)
         result.applied = len(winners)
         with self._lock:
             self.rows_applied += result.applied
@@ -446,11 +442,7 @@ class Replicator:
                     conn.execute(stmt, missing[start:start + per])
             if peer is not None and cursor is not None:
                 result.cursor = cursor
-                self._cursors[(peer, t.name)] = cursor
-                self.store.upsert(CHECKPOINT_TABLE, [{
-                    "peer_id": peer[:64], "table_name": t.name, "cursor": cursor, "acked": 0,
-                    "acked_at": None, "updated_at": _now()}],
-                    update=["cursor", "updated_at"], connection=conn)
+                self._save_cursor(conn, peer, t.name, cursor)
         result.applied = len(missing)
         with self._lock:
             self.rows_applied += result.applied
@@ -460,6 +452,14 @@ class Replicator:
                         conflict.key, conflict.local["cid"], conflict.incoming["cid"])
             self._emit("conflict", conflict.as_dict())
         return result
+
+    def _save_cursor(self, conn: Connection, peer: str, table: str, cursor: int) -> None:
+        """Remember and persist how far ``peer``'s feed of ``table`` has been applied."""
+        self._cursors[(peer, table)] = cursor
+        self.store.upsert(CHECKPOINT_TABLE, [{
+            "peer_id": peer[:64], "table_name": table, "cursor": cursor, "acked": 0,
+            "acked_at": None, "updated_at": _now()}],
+            update=["cursor", "updated_at"], connection=conn)
 
     def _acked_by(self, peer: str, table: str) -> int:
         with self._lock:
