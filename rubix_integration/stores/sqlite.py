@@ -173,32 +173,24 @@ class SQLiteStore(Store):
                 update: list[str], rows: list[Mapping[str, Any]]) -> int:
         from sqlalchemy.dialects.sqlite import insert
 
+        def on_conflict(stmt: Any) -> Any:
+            if not update:
+                return stmt.on_conflict_do_nothing(index_elements=keys)
+            excluded = stmt.excluded
+            # rows whose values are all the same are skipped: no write, not counted
+            return stmt.on_conflict_do_update(
+                index_elements=keys,
+                set_={c: excluded[c] for c in update},
+                where=sa.or_(*(table.c[c].is_distinct_from(excluded[c]) for c in update)))
+
         if len(rows) > UPSERT_BATCH:
             # one single-row statement run by executemany: compiled once (and cached), where a
             # multi-row VALUES statement is compiled again for every batch; the driver sums the
             # rows each execution changed, so the count is the same
-            one = insert(table)
-            if update:
-                stmt_many = one.on_conflict_do_update(
-                    index_elements=keys,
-                    set_={c: one.excluded[c] for c in update},
-                    where=sa.or_(*(table.c[c].is_distinct_from(one.excluded[c])
-                                   for c in update)))
-            else:
-                stmt_many = one.on_conflict_do_nothing(index_elements=keys)
-            return max(0, conn.execute(stmt_many, rows).rowcount)
+            return max(0, conn.execute(on_conflict(insert(table)), rows).rowcount)
         count = 0
         for start in range(0, len(rows), UPSERT_BATCH):
-            stmt = insert(table).values(list(rows[start:start + UPSERT_BATCH]))
-            if update:
-                excluded = stmt.excluded
-                # rows whose values are all the same are skipped: no write, not counted
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=keys,
-                    set_={c: excluded[c] for c in update},
-                    where=sa.or_(*(table.c[c].is_distinct_from(excluded[c]) for c in update)))
-            else:
-                stmt = stmt.on_conflict_do_nothing(index_elements=keys)
+            stmt = on_conflict(insert(table).values(list(rows[start:start + UPSERT_BATCH])))
             count += max(0, conn.execute(stmt).rowcount)
         return count
 
