@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -95,6 +95,16 @@ def _peers(text: str | None) -> list[str] | None:
     return None if text is None else [p.strip() for p in text.split(",") if p.strip()]
 
 
+def _input(source: str) -> AbstractContextManager[IO[str]]:
+    """Standard input for ``-`` (left open), else the file ``source``, opened for reading."""
+    if source == "-":
+        return nullcontext(sys.stdin)
+    try:
+        return open(source, encoding="utf-8")
+    except OSError as exc:
+        raise click.ClickException(f"cannot read {source}: {exc.strerror}") from exc
+
+
 @pins.command("import")
 @store_option
 @_state_option
@@ -116,22 +126,10 @@ def import_(store_url: str | None, state_url: str | None, source: str, replace: 
     """Read `state export` NDJSON (current or 2021 shape) into the state."""
     from rubix_integration.pins import import_pins
 
-    with _opened(store_url, state_url) as state:
-        fp: IO[str]
-        if source == "-":
-            fp = sys.stdin
-            result = import_pins(state, fp, replace_all=replace, rmin=rmin, rmax=rmax,
-                                 allocations=_peers(allocations), batch_size=batch_size,
-                                 skip_bad=skip_bad)
-        else:
-            try:
-                fp = open(source, encoding="utf-8")  # noqa: SIM115 - closed below
-            except OSError as exc:
-                raise click.ClickException(f"cannot read {source}: {exc.strerror}") from exc
-            with fp:
-                result = import_pins(state, fp, replace_all=replace, rmin=rmin, rmax=rmax,
-                                     allocations=_peers(allocations), batch_size=batch_size,
-                                     skip_bad=skip_bad)
+    with _opened(store_url, state_url) as state, _input(source) as fp:
+        result = import_pins(state, fp, replace_all=replace, rmin=rmin, rmax=rmax,
+                             allocations=_peers(allocations), batch_size=batch_size,
+                             skip_bad=skip_bad)
     for line, why in result.skipped:
         click.echo(f"skipped line {line}: {why}", err=True)
     click.echo(f"imported {result.added} pins"

@@ -272,12 +272,7 @@ class Loader:
         staged = not empty
         into = target
         if staged:
-            into = q(f"rubix_import_{uuid.uuid4().hex[:12]}")
-            if self.postgres:
-                execute(conn, f"CREATE TEMPORARY TABLE {into} ON COMMIT DROP AS "
-                                    f"SELECT {cols} FROM {target} WITH NO DATA")
-            else:
-                execute(conn, f"CREATE TEMPORARY TABLE {into} ({cols})")
+            into = self._staging_table(conn, "rubix_import", target, cols)
         digest = batch_digest()
         written = self._stream(raw, job, into, cols, batches, digest)
         if report is not None:
@@ -382,6 +377,17 @@ class Loader:
             cursor.close()
         return new_rows, max(0, touched - new_rows)
 
+    def _staging_table(self, conn: Connection, prefix: str, target: str, cols: str) -> str:
+        """Create an empty temporary table with the columns ``cols`` (quoted) of ``target``
+        (quoted), dropped at commit on PostgreSQL; return its quoted name."""
+        name = self._q(f"{prefix}_{uuid.uuid4().hex[:12]}")
+        if self.postgres:
+            execute(conn, f"CREATE TEMPORARY TABLE {name} ON COMMIT DROP AS "
+                          f"SELECT {cols} FROM {target} WITH NO DATA")
+        else:
+            execute(conn, f"CREATE TEMPORARY TABLE {name} ({cols})")
+        return name
+
     def _plan_job(self, conn: Connection, job: LoadJob, report: TableReport) -> None:
         """Count new, changed and unchanged rows without writing; roll back afterwards."""
         report.status = "planned"
@@ -399,12 +405,7 @@ class Loader:
             return
         q = self._q
         cols = ", ".join(q(c) for c in job.columns)
-        staging = q(f"rubix_plan_{uuid.uuid4().hex[:12]}")
-        if self.postgres:
-            execute(conn, f"CREATE TEMPORARY TABLE {staging} ON COMMIT DROP AS SELECT "
-                                f"{cols} FROM {q(job.table)} WITH NO DATA")
-        else:
-            execute(conn, f"CREATE TEMPORARY TABLE {staging} ({cols})")
+        staging = self._staging_table(conn, "rubix_plan", q(job.table), cols)
         raw: Any = conn.connection.dbapi_connection
         report.total = self._stream(raw, job, staging, cols, job.rows(), batch_digest())
         match = " AND ".join(f"t.{q(k)} = s.{q(k)}" for k in job.key)

@@ -17,6 +17,7 @@ from rubix_integration.errors import ImportSchemaError, ImportSourceError
 from rubix_integration.importer._load import Batches, Loader, LoadJob, Mode
 from rubix_integration.importer._schema import (
     SourceTable,
+    _quote,
     build_target,
     dependency_order,
     postgres_type,
@@ -76,10 +77,10 @@ def signature(path: Path) -> str:
 
 
 def _batches(conn: sqlite3.Connection, table: SourceTable, batch_size: int) -> Batches:
-    cols = ", ".join(_q(c) for c in table.column_names)
-    order = ", ".join(_q(k) for k in table.primary_key) if table.primary_key else "rowid"
+    cols = ", ".join(_quote(c) for c in table.column_names)
+    order = ", ".join(_quote(k) for k in table.primary_key) if table.primary_key else "rowid"
     without_rowid = "WITHOUT ROWID" in table.sql.upper() and not table.primary_key
-    cursor = conn.execute(f"SELECT {cols} FROM {_q(table.name)}"
+    cursor = conn.execute(f"SELECT {cols} FROM {_quote(table.name)}"
                           + ("" if without_rowid else f" ORDER BY {order}"))
     try:
         while True:
@@ -89,10 +90,6 @@ def _batches(conn: sqlite3.Connection, table: SourceTable, batch_size: int) -> B
             yield batch
     finally:
         cursor.close()
-
-
-def _q(name: str) -> str:
-    return '"' + name.replace('"', '""') + '"'
 
 
 def _rows_of(conn: sqlite3.Connection, table: SourceTable,
@@ -210,7 +207,7 @@ def _run(store: Store, src: sqlite3.Connection, chosen: dict[str, SourceTable], 
         jobs.append(LoadJob(
             table=name, columns=table.column_names, key=table.key,
             rows=_rows_of(src, table, batch_size),
-            total=int(src.execute(f"SELECT count(*) FROM {_q(name)}").fetchone()[0]),
+            total=int(src.execute(f"SELECT count(*) FROM {_quote(name)}").fetchone()[0]),
             create=create, ddl=ddl, notes=notes,
             depends_on=tuple(fk.ref_table for fk in table.foreign_keys
                              if fk.ref_table in chosen and fk.ref_table != name),

@@ -70,9 +70,7 @@ def format_time(value: datetime | None) -> str:
 
 
 def _normal_time(value: object, what: str, cid: str | None) -> str:
-    if value == ZERO_TIME:
-        return ZERO_TIME
-    if value is None or value == "":
+    if value is None or value == "" or value == ZERO_TIME:
         return ZERO_TIME
     if isinstance(value, datetime):
         return format_time(value)
@@ -333,11 +331,7 @@ def _cid_text(value: object, name: str) -> str | None:
 
 
 def _canonical_cid(value: str | None, name: str, cid: str | None) -> str | None:
-    if value is None:
-        if name == "cid":
-            raise InvalidPinError("cid: missing")
-        return None
-    if value == "":
+    if value is None or value == "":
         if name == "cid":
             raise InvalidPinError("cid: missing")
         return None
