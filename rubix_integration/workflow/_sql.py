@@ -237,6 +237,25 @@ def _accept(store: Store, conn: Connection, items: list[validate.Result], worker
     return {str(r[0]): Task._from_values(r) for r in rows}
 
 
+#: The conditions a task must meet to be claimed (PostgreSQL), after ``WHERE``.
+_CLAIMABLE_PG = """due_at_us IS NOT NULL AND due_at_us <= %(now)s
+            AND attempts < max_attempts AND deleted_at IS NULL
+            AND required_caps <@ CAST(%(caps)s AS jsonb)
+            AND (preferred_caps = '[]'::jsonb
+                 OR preferred_caps ?| CAST(%(caps_arr)s AS text[])
+                 OR created_at_us <= %(pref_cutoff)s)"""
+
+#: Taking the tasks a ``c`` (``task_id``, ``old_state``) holds for a worker (PostgreSQL).
+_TAKE_PG = f"""UPDATE workflow_tasks AS t
+        SET state = 'running', worker_id = %(worker)s,
+            lease_token = replace(CAST(gen_random_uuid() AS text), '-', ''),
+            lease_expires_at_us = %(exp)s, due_at_us = %(exp)s,
+            attempts = t.attempts + 1, updated_at_us = %(now)s, origin_node = %(node)s,
+            change_version = nextval('workflow_tasks_change_version_seq')
+        FROM c WHERE t.task_id = c.task_id
+        RETURNING {_RETURNING}, c.old_state"""
+
+
 # Claims and completions on PostgreSQL keep hand-written statements, run through psycopg: built,
 # compiled and executed by SQLAlchemy through the store's generic primitives, a claim and its
 # completion take about three times the worker's CPU there.
@@ -261,23 +280,11 @@ def claim_pg(params: Mapping[str, Any], caps: tuple[str, ...],
     sql = f"""
         WITH c AS (
           SELECT task_id, state AS old_state FROM workflow_tasks
-          WHERE due_at_us IS NOT NULL AND due_at_us <= %(now)s
-            AND attempts < max_attempts AND deleted_at IS NULL
-            AND required_caps <@ CAST(%(caps)s AS jsonb)
-            AND (preferred_caps = '[]'::jsonb
-                 OR preferred_caps ?| CAST(%(caps_arr)s AS text[])
-                 OR created_at_us <= %(pref_cutoff)s)
+          WHERE {_CLAIMABLE_PG}
             {type_clause}
           ORDER BY priority DESC, created_at_us, task_id
           LIMIT %(limit)s FOR UPDATE SKIP LOCKED)
-        UPDATE workflow_tasks AS t
-        SET state = 'running', worker_id = %(worker)s,
-            lease_token = replace(CAST(gen_random_uuid() AS text), '-', ''),
-            lease_expires_at_us = %(exp)s, due_at_us = %(exp)s,
-            attempts = t.attempts + 1, updated_at_us = %(now)s, origin_node = %(node)s,
-            change_version = nextval('workflow_tasks_change_version_seq')
-        FROM c WHERE t.task_id = c.task_id
-        RETURNING {_RETURNING}, c.old_state"""
+        {_TAKE_PG}"""
     # lease tokens are drawn by the server (122 random bits each): an array of them as a
     # parameter costs the driver a loop per element
     args.pop("tokens", None)
@@ -304,12 +311,7 @@ def _claim_limited_pg(type_clause: str) -> str:
         WITH c0 AS (
           SELECT task_id, state AS old_state, task_type, priority, created_at_us
           FROM workflow_tasks
-          WHERE due_at_us IS NOT NULL AND due_at_us <= %(now)s
-            AND attempts < max_attempts AND deleted_at IS NULL
-            AND required_caps <@ CAST(%(caps)s AS jsonb)
-            AND (preferred_caps = '[]'::jsonb
-                 OR preferred_caps ?| CAST(%(caps_arr)s AS text[])
-                 OR created_at_us <= %(pref_cutoff)s)
+          WHERE {_CLAIMABLE_PG}
             AND {below}
             {type_clause}
           ORDER BY priority DESC, created_at_us, task_id
@@ -320,14 +322,7 @@ def _claim_limited_pg(type_clause: str) -> str:
                                             ORDER BY priority DESC, created_at_us, task_id)
                    AS rk FROM c0) AS x
           WHERE {fits})
-        UPDATE workflow_tasks AS t
-        SET state = 'running', worker_id = %(worker)s,
-            lease_token = replace(CAST(gen_random_uuid() AS text), '-', ''),
-            lease_expires_at_us = %(exp)s, due_at_us = %(exp)s,
-            attempts = t.attempts + 1, updated_at_us = %(now)s, origin_node = %(node)s,
-            change_version = nextval('workflow_tasks_change_version_seq')
-        FROM c WHERE t.task_id = c.task_id
-        RETURNING {_RETURNING}, c.old_state"""
+        {_TAKE_PG}"""
 
 
 #: One task's row in :data:`COLUMNS` order (PostgreSQL; ``%(id)s``: its id).
