@@ -13,7 +13,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from rubix_integration.datasets._config import manager_from_config, split_config
+from rubix_integration.datasets._config import manager_from_config
 from rubix_integration.datasets._local import (
     daemon_backend,
     local_backend,
@@ -59,8 +59,7 @@ class FilesystemHandler:
             settings = dict(config or {})
             if ipfs_api is not None:
                 settings["ipfs_api"] = ipfs_api
-            split_config(settings)  # a bad key fails here
-            self.manager = manager_from_config(settings)
+            self.manager = manager_from_config(settings)  # a bad key fails here
             self._owned = True
 
     # --- plumbing ------------------------------------------------------------------------------

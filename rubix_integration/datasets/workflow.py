@@ -157,6 +157,15 @@ class WorkflowCoordinator(_Coordinator):
         own = [f"NODE_{self.machine}"]
         return [*own, P2P_CAPABILITY] if self.enable_p2p else own
 
+    def _placed(self, tags: Iterable[str] | str | None,
+                requires: Iterable[str] | str | None) -> list[str] | None:
+        """``tags`` with the requirement tags of ``requires`` and this coordinator's placement
+        added (each once), or ``None`` when there are none."""
+        given = [tags] if isinstance(tags, str) else list(tags or ())
+        extra = [t for t in (*requirement_tags(requires), *self._placement(given))
+                 if t not in given]
+        return [*given, *extra] or None
+
     # --- the queue, with placement and mapping access ------------------------------------------
 
     def submit_task(self, task_id: str, task_type: str, data: Any = None, *,
@@ -165,22 +174,15 @@ class WorkflowCoordinator(_Coordinator):
         """Queue a task (see the base class); ``requires`` names capabilities a worker must
         have (stored as ``NAME_REQUIRED`` tags); ``tags`` as in
         :mod:`~rubix_integration.workflow.matching` (``P2P_ELIGIBLE`` never blocks a worker)."""
-        given = [tags] if isinstance(tags, str) else list(tags or ())
-        extra = [t for t in (*requirement_tags(requires), *self._placement(given))
-                 if t not in given]
         return TaskView.of(super().submit_task(task_id, task_type, data,
-                                               tags=[*given, *extra] or None, **kwargs))
+                                               tags=self._placed(tags, requires), **kwargs))
 
     def submit_tasks(self, tasks: Iterable[Mapping[str, Any]], **kwargs: Any) -> int:
         """Queue many tasks (see the base class); each may carry ``requires``."""
         placed = []
         for task in tasks:
             item = dict(task)
-            raw = item.get("tags")
-            given = [raw] if isinstance(raw, str) else list(raw or ())
-            extra = [t for t in (*requirement_tags(item.pop("requires", None)),
-                                 *self._placement(given)) if t not in given]
-            item["tags"] = [*given, *extra] or None
+            item["tags"] = self._placed(item.get("tags"), item.pop("requires", None))
             placed.append(item)
         return super().submit_tasks(placed, **kwargs)
 
